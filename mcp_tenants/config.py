@@ -1,0 +1,347 @@
+"""Settings and tenant configs: parsing from the environment, validation, redaction.
+
+Everything here is built once and then read-only (frozen dataclasses), so it is shared between
+threads without locks. Validation happens where a value is built; every error names the field and
+the bad value, except for secrets, whose value is never repeated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self
+from urllib.parse import urlsplit, urlunsplit
+
+from mcp_tenants.errors import InvalidInput
+
+TENANT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+_TENANT_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+ACCESS_MODES = ("read-only", "read-write")
+REDACTED = "***"
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """A bad value as it may appear in an error message: repr, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def validate_tenant_id(value: object) -> str:
+    """Return ``value`` if it is a valid tenant id, else raise ``InvalidInput``."""
+    if not isinstance(value, str) or not _TENANT_ID_RE.fullmatch(value):
+        raise InvalidInput(
+            f"tenant_id {shown(value)} is invalid: use 1-64 characters of lower-case letters, "
+            "digits, '_' and '-', starting with a letter or digit"
+        )
+    return value
+
+
+def validate_access(value: object) -> str:
+    """Return ``value`` if it is a known access mode, else raise ``InvalidInput``."""
+    if value not in ACCESS_MODES:
+        raise InvalidInput(f"access {shown(value)} is invalid: use 'read-only' or 'read-write'")
+    return str(value)
+
+
+def parse_bool(name: str, value: str) -> bool:
+    """Parse a boolean setting (true/false, 1/0, yes/no, on/off)."""
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise InvalidInput(f"{name}={shown(value)} is not a boolean: use true or false")
+
+
+def parse_int(name: str, value: str, *, minimum: int, maximum: int) -> int:
+    """Parse an integer setting within ``[minimum, maximum]``."""
+    try:
+        number = int(value.strip())
+    except ValueError:
+        raise InvalidInput(f"{name}={shown(value)} is not an integer") from None
+    if not minimum <= number <= maximum:
+        raise InvalidInput(f"{name}={number} is out of range: use {minimum}..{maximum}")
+    return number
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password in it replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:" if parts.username else ":"
+    return urlunsplit(parts._replace(netloc=f"{user}{REDACTED}@{netloc}"))
+
+
+class Redactor:
+    """Masks known secret strings in text; the one mechanism used for results, errors and logs.
+
+    Thread-safe: the set of secrets is replaced, never mutated, so readers need no lock.
+    """
+
+    # Secrets shorter than this are not masked: masking "a" would garble every message,
+    # and such a value protects nothing anyway.
+    MIN_LENGTH = 4
+
+    def __init__(self) -> None:
+        self._secrets: frozenset[str] = frozenset()
+
+    def add(self, *secrets: str | None) -> None:
+        """Remember more secrets to mask."""
+        new = {s for s in secrets if s and len(s) >= self.MIN_LENGTH}
+        if not new <= self._secrets:
+            self._secrets = self._secrets | new
+
+    def __call__(self, text: str) -> str:
+        """``text`` with every known secret replaced by ``***``."""
+        # Longest first, so a secret that contains another is masked whole.
+        for secret in sorted(self._secrets, key=len, reverse=True):
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+
+#: The process-wide redactor: tenant configs register their secrets here when built.
+redact = Redactor()
+
+
+@dataclass(frozen=True)
+class TenantConfig:
+    """Fields and behaviour shared by every kind of tenant config."""
+
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ()
+    #: Environment variable prefix of this kind, e.g. ``POSTGRES_TENANT_``.
+    ENV_PREFIX: ClassVar[str] = ""
+
+    tenant_id: str
+    access: str = field(default="read-only", kw_only=True)
+
+    def __post_init__(self) -> None:
+        validate_tenant_id(self.tenant_id)
+        validate_access(self.access)
+        redact.add(*(getattr(self, name) for name in self.SECRET_FIELDS))
+
+    def target_host(self) -> str:
+        """The host this tenant connects to, for the registration guard."""
+        raise NotImplementedError
+
+    @property
+    def writable(self) -> bool:
+        """True for a ``read-write`` tenant."""
+        return self.access == "read-write"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, secrets included: for the store only, never for a result or a log."""
+        return dataclasses.asdict(self)
+
+    def redacted(self) -> dict[str, Any]:
+        """Every field, with secrets replaced by ``***``."""
+        data = self.to_dict()
+        for name in self.SECRET_FIELDS:
+            if data.get(name):
+                data[name] = REDACTED
+        return data
+
+    def public(self) -> dict[str, Any]:
+        """The fields that results and listings show: every field but the secrets."""
+        return {k: v for k, v in self.to_dict().items() if k not in self.SECRET_FIELDS}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """Build from a stored or submitted mapping; unknown keys are ignored, missing ones named."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {key: value for key, value in data.items() if key in names}
+        try:
+            return cls(**kwargs)
+        except TypeError:
+            required = sorted(
+                f.name
+                for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            )
+            missing = [name for name in required if name not in kwargs]
+            raise InvalidInput(f"missing field(s): {', '.join(missing) or '?'}") from None
+
+    @classmethod
+    def env_ids(cls, environ: Mapping[str, str]) -> set[str]:
+        """Tenant ids defined by ``<ENV_PREFIX><ID>_<FIELD>`` variables (lower-cased)."""
+        ids = set()
+        prefix = cls.ENV_PREFIX
+        for key in environ:
+            if key.upper().startswith(prefix):
+                rest = key[len(prefix) :]
+                for suffix in cls.env_fields():
+                    if rest.upper().endswith("_" + suffix.upper()) and len(rest) > len(suffix) + 1:
+                        ids.add(rest[: -len(suffix) - 1].lower())
+                        break
+        return ids
+
+    @classmethod
+    def env_fields(cls) -> dict[str, str]:
+        """Environment suffix → field name; subclasses extend it."""
+        return {"ACCESS": "access"}
+
+    @classmethod
+    def from_env(cls, tenant_id: str, environ: Mapping[str, str]) -> Self | None:
+        """The tenant ``tenant_id`` as defined in ``environ``, or None when it is not there."""
+        validate_tenant_id(tenant_id)
+        wanted = {f"{cls.ENV_PREFIX}{tenant_id}_{suffix}".upper(): name for suffix, name in cls.env_fields().items()}
+        values: dict[str, Any] = {}
+        for key, value in environ.items():
+            name = wanted.get(key.upper())
+            if name is not None:
+                values[name] = value
+        if not values:
+            return None
+        try:
+            return cls.from_dict({"tenant_id": tenant_id, **cls.coerce_env(values)})
+        except InvalidInput as exc:
+            raise InvalidInput(f"environment tenant {tenant_id!r}: {exc}") from None
+
+    @classmethod
+    def coerce_env(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """Convert string values from the environment to field types; subclasses extend it."""
+        return values
+
+
+def env_tenants(config_type: type[TenantConfig], environ: Mapping[str, str]) -> dict[str, TenantConfig]:
+    """Every tenant of ``config_type`` defined in ``environ``, by id."""
+    tenants: dict[str, TenantConfig] = {}
+    for tenant_id in sorted(config_type.env_ids(environ)):
+        config = config_type.from_env(tenant_id, environ)
+        if config is not None:
+            tenants[tenant_id] = config
+    return tenants
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """How to reach Redis: ``REDIS_URL`` wins over the host/port/db/user/password variables."""
+
+    host: str = "redis"
+    port: int = 6379
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    url: str | None = None
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``redis.Redis`` (or, with a URL, ``redis.Redis.from_url``)."""
+        if self.url:
+            return {"url": self.url}
+        return {
+            "host": self.host,
+            "port": self.port,
+            "db": self.db,
+            "username": self.username,
+            "password": self.password,
+        }
+
+    def describe(self) -> str:
+        """Where Redis is, for logs and doctor output: never the password."""
+        if self.url:
+            return mask_url(self.url)
+        return f"redis://{self.host}:{self.port}/{self.db}"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], *, default_db: int) -> RedisSettings:
+        """Read ``REDIS_*`` variables."""
+        url = environ.get("REDIS_URL") or None
+        if url and urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+            raise InvalidInput(f"REDIS_URL must start with redis://, rediss:// or unix://, got {mask_url(url)!r}")
+        password = environ.get("REDIS_PASSWORD") or None
+        redact.add(password, urlsplit(url).password if url else None)
+        return cls(
+            host=environ.get("REDIS_HOST", "redis") or "redis",
+            port=parse_int("REDIS_PORT", environ.get("REDIS_PORT", "6379"), minimum=1, maximum=65535),
+            db=parse_int("REDIS_DB", environ.get("REDIS_DB", str(default_db)), minimum=0, maximum=1_000_000),
+            username=environ.get("REDIS_USERNAME") or None,
+            password=password,
+            url=url,
+        )
+
+
+#: (variable, field, default, minimum, maximum) of every numeric limit.
+_LIMITS: tuple[tuple[str, str, int, int, int], ...] = (
+    ("MCP_QUERY_MAX_ROWS", "query_max_rows", 1000, 1, 1_000_000),
+    ("MCP_RESULT_MAX_BYTES", "result_max_bytes", 1 << 20, 1024, 1 << 30),
+    ("MCP_STATEMENT_TIMEOUT_MS", "statement_timeout_ms", 30_000, 1, 24 * 3600 * 1000),
+    ("MCP_OBJECT_MAX_BYTES", "object_max_bytes", 1 << 20, 1, 1 << 30),
+    ("MCP_LIST_MAX_KEYS", "list_max_keys", 1000, 1, 100_000),
+    ("MCP_WORKER_THREADS", "worker_threads", 16, 1, 1024),
+    ("MCP_POOL_MAX_SIZE", "pool_max_size", 8, 1, 1000),
+    ("MCP_POOL_TIMEOUT_MS", "pool_timeout_ms", 10_000, 1, 3600 * 1000),
+    ("MCP_CONNECT_TIMEOUT_S", "connect_timeout_s", 5, 1, 300),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a server process reads from its environment, validated."""
+
+    server: str
+    redis: RedisSettings
+    query_max_rows: int = 1000
+    result_max_bytes: int = 1 << 20
+    statement_timeout_ms: int = 30_000
+    object_max_bytes: int = 1 << 20
+    list_max_keys: int = 1000
+    worker_threads: int = 16
+    pool_max_size: int = 8
+    pool_timeout_ms: int = 10_000
+    connect_timeout_s: int = 5
+    transport: str = "stdio"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    auth_token: str | None = None
+    allow_unauthenticated: bool = False
+    encryption_keys: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, server: str, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read and validate the settings of ``server`` ("postgres" or "minio")."""
+        env = os.environ if environ is None else environ
+        default_db = {"postgres": 0, "minio": 1}[server]
+        values: dict[str, Any] = {
+            fld: parse_int(var, env[var], minimum=lo, maximum=hi)
+            for var, fld, _default, lo, hi in _LIMITS
+            if env.get(var, "").strip()
+        }
+        transport = env.get("MCP_TRANSPORT", "stdio") or "stdio"
+        token = env.get("MCP_AUTH_TOKEN") or None
+        keys = tuple(k.strip() for k in env.get("MCP_TENANT_ENCRYPTION_KEY", "").split(",") if k.strip())
+        redact.add(token, *keys)
+        values.update(
+            transport=transport,
+            host=env.get("MCP_HOST", "127.0.0.1") or "127.0.0.1",
+            port=parse_int("MCP_PORT", env.get("MCP_PORT", "8000") or "8000", minimum=1, maximum=65535),
+            auth_token=token,
+            allow_unauthenticated=parse_bool(
+                "MCP_ALLOW_UNAUTHENTICATED", env.get("MCP_ALLOW_UNAUTHENTICATED", "false")
+            ),
+            encryption_keys=keys,
+            allowed_hosts=tuple(h.strip() for h in env.get("MCP_ALLOWED_HOSTS", "").split(",") if h.strip()),
+            log_level=(env.get("MCP_LOG_LEVEL", "INFO") or "INFO").upper(),
+        )
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(server=server, redis=RedisSettings.from_env(env, default_db=default_db), **values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Check the values that no parser above has checked."""
+        if self.transport not in ("stdio", "streamable-http"):
+            raise InvalidInput(f"MCP_TRANSPORT={shown(self.transport)} is invalid: use stdio or streamable-http")
+        if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise InvalidInput(f"MCP_LOG_LEVEL={shown(self.log_level)} is invalid: use DEBUG, INFO, WARNING or ERROR")
+
+
+def limit_names() -> Iterable[tuple[str, int]]:
+    """(variable, default) of every numeric limit, for documentation and the CLI."""
+    return ((var, default) for var, _fld, default, _lo, _hi in _LIMITS)

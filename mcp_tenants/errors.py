@@ -1,0 +1,51 @@
+"""The error hierarchy.
+
+Every failure a user can act on is a ``TenantsError`` subclass whose message is safe to show:
+it names the field or tenant involved and never carries a secret. The MCP layer turns these
+into tool errors at one boundary (``mcp_tenants.server``); anything else is reported as an
+internal error without details.
+"""
+
+
+class TenantsError(Exception):
+    """Base class of every error this project raises on purpose."""
+
+
+class InvalidInput(TenantsError):
+    """An argument, setting or stored field has a bad value."""
+
+
+class TenantNotFound(TenantsError):
+    """No tenant with this id in memory, Redis or the environment."""
+
+
+class TenantProtected(TenantsError):
+    """The tenant comes from the environment and cannot be changed by a tool call."""
+
+
+class TenantUnreachable(TenantsError):
+    """The tenant's database or object store cannot be reached with its credentials."""
+
+
+class TenantBusy(TenantsError):
+    """Every connection of the tenant's pool stayed in use for the whole wait."""
+
+
+class AccessDenied(TenantsError):
+    """A write was asked of a read-only tenant, or the guard refused a statement."""
+
+
+class StoreUnavailable(TenantsError):
+    """Redis cannot be reached or refused the command."""
+
+
+class CorruptEntry(TenantsError):
+    """A stored tenant entry cannot be parsed or decrypted."""
+
+
+class QueryError(TenantsError):
+    """PostgreSQL rejected or failed a statement."""
+
+
+class StorageError(TenantsError):
+    """The object store rejected or failed a request."""

@@ -1,0 +1,297 @@
+"""TenantManager: the lock-protected registry of one server's tenants.
+
+Start-up: connect to Redis (a warning when it is down) → load every stored tenant → load the
+environment's tenants, which win. Lookup: memory → Redis → environment → ``TenantNotFound``.
+Pools and clients ("resources") open lazily on a tenant's first use.
+
+Concurrency rules, in one place:
+- ``_lock`` guards ``_entries`` and ``_closed``. It is held only to decide and to publish: no
+  Redis, database or S3 call is ever made under it.
+- A resource is built outside the lock and published under it after re-checking that the entry
+  is still the one it was built for; a loser closes its own copy.
+- Writes to one tenant (register, remove, and a lookup that falls through to Redis) are
+  serialised by a striped per-tenant lock, so memory and Redis never disagree about a tenant
+  because two calls crossed. These locks may be held across I/O; ``_lock`` may be taken while
+  holding one, never the other way round.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+from mcp_tenants.config import TenantConfig, env_tenants, validate_tenant_id
+from mcp_tenants.errors import CorruptEntry, StoreUnavailable, TenantNotFound, TenantProtected, TenantsError
+from mcp_tenants.hostguard import HostGuard
+from mcp_tenants.store import TenantStore
+
+logger = logging.getLogger(__name__)
+
+C = TypeVar("C", bound=TenantConfig)
+R = TypeVar("R")
+
+_STRIPES = 64
+
+
+class TenantBackend(Protocol[C, R]):
+    """What differs between the PostgreSQL and the MinIO server: how to open and check a tenant."""
+
+    server: str
+    config_type: type[C]
+
+    def open(self, config: C) -> R:
+        """Build the tenant's pool or client (may connect lazily)."""
+
+    def close(self, resource: R) -> None:
+        """Release the tenant's pool or client."""
+
+    def verify(self, config: C) -> None:
+        """Connect with these credentials once; raise ``TenantUnreachable`` when that fails."""
+
+
+@dataclass
+class _Entry(Generic[C, R]):
+    config: C
+    source: str  # "env" or "redis"; list() reports "memory" while a write is pending
+    resource: R | None = None
+
+
+class ManagerClosed(TenantsError):
+    """The server is shutting down."""
+
+
+class TenantManager(Generic[C, R]):
+    """Registry of tenants with lazy resources; a context manager (``open`` / ``close``)."""
+
+    def __init__(
+        self,
+        backend: TenantBackend[C, R],
+        store: TenantStore | None,
+        environ: Mapping[str, str] | None = None,
+        *,
+        guard: HostGuard | None = None,
+    ) -> None:
+        self.backend = backend
+        self.store = store
+        self.guard = guard or HostGuard()
+        self._environ = os.environ if environ is None else environ
+        self._lock = threading.Lock()
+        self._stripes = [threading.Lock() for _ in range(_STRIPES)]
+        self._entries: dict[str, _Entry[C, R]] = {}
+        self._closed = False
+
+    # -- life cycle -----------------------------------------------------------------------------
+
+    def open(self) -> TenantManager[C, R]:
+        """Load the tenants: Redis first, then the environment, which takes precedence."""
+        loaded: dict[str, _Entry[C, R]] = {}
+        if self.store is not None and self.store.connect():
+            try:
+                configs, errors = self.store.load_all()
+            except StoreUnavailable as exc:
+                configs, errors = {}, {}
+                logger.warning("could not load tenants from Redis: %s", exc)
+            for tenant_id, error in sorted(errors.items()):
+                logger.error("skipping stored tenant %r: %s", tenant_id, error)
+            loaded.update({tid: _Entry(cfg, "redis") for tid, cfg in configs.items()})
+        from_env = env_tenants(self.backend.config_type, self._environ)
+        loaded.update({tid: _Entry(cfg, "env") for tid, cfg in from_env.items()})  # type: ignore[misc]
+        with self._lock:
+            self._entries.update(loaded)
+        logger.info(
+            "%s server: %d tenant(s) from Redis, %d from the environment",
+            self.backend.server,
+            len(loaded) - len(from_env),
+            len(from_env),
+        )
+        return self
+
+    def __enter__(self) -> TenantManager[C, R]:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every open resource and the store; later calls fail with ``ManagerClosed``."""
+        # Phase 1, under the lock: mark closed and take the resources.
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            resources = [e.resource for e in self._entries.values() if e.resource is not None]
+            for entry in self._entries.values():
+                entry.resource = None
+        # Phase 2, outside it: close them.
+        for resource in resources:
+            self._close_quietly(resource)
+        if self.store is not None:
+            self.store.close()
+
+    def _close_quietly(self, resource: R) -> None:
+        try:
+            self.backend.close(resource)
+        except Exception:  # a failing close must not stop the others from closing
+            logger.warning("error while closing a %s tenant resource", self.backend.server, exc_info=True)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ManagerClosed("the server is shutting down")
+
+    def _stripe(self, tenant_id: str) -> threading.Lock:
+        return self._stripes[hash(tenant_id) % _STRIPES]
+
+    # -- lookup ---------------------------------------------------------------------------------
+
+    def get(self, tenant_id: str) -> C:
+        """The config of ``tenant_id``: memory → Redis → environment → ``TenantNotFound``."""
+        validate_tenant_id(tenant_id)
+        with self._lock:
+            self._check_open()
+            entry = self._entries.get(tenant_id)
+        if entry is not None:
+            return entry.config
+        with self._stripe(tenant_id):
+            with self._lock:
+                entry = self._entries.get(tenant_id)
+            if entry is not None:  # loaded by another thread while we waited
+                return entry.config
+            config, source = self._load(tenant_id)
+            with self._lock:
+                self._check_open()
+                entry = self._entries.setdefault(tenant_id, _Entry(config, source))
+            return entry.config
+
+    def _load(self, tenant_id: str) -> tuple[C, str]:
+        if self.store is not None:
+            try:
+                stored = self.store.get(tenant_id)
+            except StoreUnavailable:
+                stored = None  # fall through to the environment
+            if stored is not None:
+                return stored, "redis"  # type: ignore[return-value]
+        from_env = self.backend.config_type.from_env(tenant_id, self._environ)
+        if from_env is not None:
+            return from_env, "env"  # type: ignore[return-value]
+        prefix = self.backend.config_type.ENV_PREFIX
+        raise TenantNotFound(
+            f"unknown tenant {tenant_id!r}: register it with register_tenant, or define "
+            f"{prefix}{tenant_id.upper()}_* environment variables; list_tenants shows the known ones"
+        )
+
+    def resource(self, tenant_id: str) -> tuple[C, R]:
+        """The config and the open resource of ``tenant_id``, opening it on first use."""
+        for _attempt in range(3):
+            config = self.get(tenant_id)
+            with self._lock:
+                self._check_open()
+                entry = self._entries.get(tenant_id)
+                if entry is not None and entry.config is config and entry.resource is not None:
+                    return config, entry.resource
+            built = self.backend.open(config)  # outside the lock: may be slow
+            with self._lock:
+                entry = self._entries.get(tenant_id)
+                current = not self._closed and entry is not None and entry.config is config
+                if current and entry is not None and entry.resource is None:
+                    entry.resource = built
+                    return config, built
+                winner = entry.resource if current and entry is not None else None
+            self._close_quietly(built)  # lost the race, or the tenant changed meanwhile
+            if winner is not None:
+                return config, winner
+        self._check_open()
+        raise TenantNotFound(f"tenant {tenant_id!r} is being changed concurrently; retry")
+
+    # -- changes --------------------------------------------------------------------------------
+
+    def is_env_tenant(self, tenant_id: str) -> bool:
+        """True when the environment defines ``tenant_id``."""
+        with self._lock:
+            entry = self._entries.get(tenant_id)
+        if entry is not None and entry.source == "env":
+            return True
+        return self.backend.config_type.from_env(tenant_id, self._environ) is not None
+
+    def _refuse_env(self, tenant_id: str, action: str) -> None:
+        if self.is_env_tenant(tenant_id):
+            prefix = self.backend.config_type.ENV_PREFIX
+            raise TenantProtected(
+                f"tenant {tenant_id!r} is defined in the environment ({prefix}{tenant_id.upper()}_*) "
+                f"and cannot be {action} by a tool call; change the environment instead"
+            )
+
+    def register(self, config: C, *, verify: bool = True) -> bool:
+        """Add or replace a tenant; True when it was persisted to Redis.
+
+        Order: refuse env tenants → the host guard → check the target is reachable with these
+        credentials → publish in memory → persist. A failed check changes nothing.
+        """
+        tenant_id = config.tenant_id
+        self._check_open()
+        self._refuse_env(tenant_id, "overwritten")
+        self.guard.check(config.target_host())
+        if verify:
+            self.backend.verify(config)
+        with self._stripe(tenant_id):
+            with self._lock:
+                self._check_open()
+                old = self._entries.get(tenant_id)
+                self._entries[tenant_id] = _Entry(config, "redis")
+            if old is not None and old.resource is not None:
+                self._close_quietly(old.resource)
+            persisted = self.store.put(config) if self.store is not None else False
+        logger.info("registered %s tenant %r (persisted: %s)", self.backend.server, tenant_id, persisted)
+        return persisted
+
+    def remove(self, tenant_id: str) -> bool:
+        """Remove a tenant from memory and Redis; True when the removal reached Redis."""
+        validate_tenant_id(tenant_id)
+        self._check_open()
+        self._refuse_env(tenant_id, "removed")
+        with self._stripe(tenant_id):
+            with self._lock:
+                entry = self._entries.pop(tenant_id, None)
+            if entry is not None and entry.resource is not None:
+                self._close_quietly(entry.resource)
+            in_store = False
+            if self.store is not None:
+                try:
+                    in_store = self.store.get(tenant_id) is not None
+                except CorruptEntry:
+                    in_store = True  # a corrupt entry can still be removed
+                except StoreUnavailable:
+                    in_store = entry is not None
+            if entry is None and not in_store:
+                raise TenantNotFound(f"unknown tenant {tenant_id!r}: nothing to remove")
+            persisted = self.store.delete(tenant_id) if self.store is not None else False
+        logger.info("removed %s tenant %r (persisted: %s)", self.backend.server, tenant_id, persisted)
+        return persisted
+
+    # -- listing --------------------------------------------------------------------------------
+
+    def list(self) -> tuple[list[dict[str, Any]], dict[str, str]]:
+        """Every known tenant (redacted, with its source), and the stored entries that are unreadable."""
+        with self._lock:
+            self._check_open()
+            known = {tid: (e.config, e.source) for tid, e in self._entries.items()}
+        errors: dict[str, str] = {}
+        if self.store is not None:
+            try:
+                stored, corrupt = self.store.load_all()
+            except StoreUnavailable:
+                stored, corrupt = {}, {}
+            for tid, cfg in stored.items():
+                known.setdefault(tid, (cfg, "redis"))  # registered by another process
+            errors = {tid: str(exc) for tid, exc in corrupt.items() if tid not in known}
+        pending = self.store.pending_ids() if self.store is not None else set()
+        tenants = []
+        for tid in sorted(known):
+            config, source = known[tid]
+            if source != "env":
+                source = "memory" if self.store is None or tid in pending else "redis"
+            tenants.append({**config.public(), "source": source})
+        return tenants, errors

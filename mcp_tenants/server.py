@@ -1,0 +1,251 @@
+"""The MCP server core shared by both servers: worker pool, error boundary, transports, start-up.
+
+Design: the MCP protocol loop runs on one asyncio event loop; no tool handler ever runs on it.
+Each tool is a plain synchronous function, run in one bounded, named thread pool
+(``MCP_WORKER_THREADS``), so a slow database call never blocks the protocol and the number of
+concurrent handlers is capped in one place. The async wrapper around each tool is also the one
+error boundary: the project's typed errors become tool errors with their (redacted) message, and
+anything else becomes a generic "internal error" with details only in the server log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import hmac
+import ipaddress
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mcp.server import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+
+from mcp_tenants import __version__
+from mcp_tenants.config import Settings, redact
+from mcp_tenants.crypto import SecretCodec
+from mcp_tenants.errors import InvalidInput, TenantsError
+from mcp_tenants.hostguard import HostGuard
+from mcp_tenants.registry import TenantBackend, TenantManager
+from mcp_tenants.store import TenantStore
+
+logger = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Truthful annotations for the three kinds of tool.
+READS = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True)
+WRITES = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False)
+DELETES = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True)
+
+
+class RedactingFormatter(logging.Formatter):
+    """Formats a record, traceback included, then masks every known secret in the text."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+def configure_logging(level: str) -> None:
+    """Send every log line to stderr (stdout carries only protocol messages in stdio mode)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # The SDK logs every request at INFO; keep that out of the way unless debugging.
+    for noisy in ("mcp", "httpx", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(max(logging.getLevelName(level), logging.WARNING))
+
+
+class TenantServer:
+    """An ``MCPServer`` whose tools run in a bounded thread pool behind one error boundary."""
+
+    def __init__(self, name: str, settings: Settings, *, instructions: str | None = None) -> None:
+        self.settings = settings
+        self.mcp = MCPServer(name, version=__version__, instructions=instructions, log_level=settings.log_level)  # type: ignore[arg-type]
+        self._executor = ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="mcp-tool")
+
+    def tool(self, annotations: ToolAnnotations, *, title: str | None = None) -> Callable[[F], F]:
+        """Register a plain synchronous function as a tool; its signature is the input schema."""
+
+        def decorator(fn: F) -> F:
+            name = fn.__name__
+
+            @functools.wraps(fn)
+            async def handler(**kwargs: Any) -> Any:
+                return await self.call(name, fn, kwargs)
+
+            self.mcp.add_tool(handler, name=name, title=title, annotations=annotations)
+            return fn
+
+        return decorator
+
+    async def call(self, name: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+        """Run ``fn`` in the worker pool, turning failures into tool errors a person can act on."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, functools.partial(fn, **kwargs))
+        except TenantsError as exc:
+            raise ToolError(redact(str(exc))) from None
+        except Exception:
+            logger.exception("tool %s failed unexpectedly", name)
+            raise ToolError(f"internal error in {name}; the server log has the details") from None
+
+    def close(self) -> None:
+        """Stop accepting work; wait for running handlers, drop queued ones."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    # -- transports ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Serve on the configured transport until stdin closes or a signal arrives."""
+        if self.settings.transport == "stdio":
+            asyncio.run(self.mcp.run_stdio_async())
+        else:
+            asyncio.run(self._serve_http())
+
+    async def _serve_http(self) -> None:
+        import uvicorn  # only the HTTP transport needs it
+
+        settings = self.settings
+        app: Any = self.mcp.streamable_http_app(stateless_http=True, host=settings.host)
+        if settings.auth_token:
+            app = BearerTokenMiddleware(app, settings.auth_token)
+        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", lifespan="on")
+        logger.info("serving streamable HTTP on http://%s:%d/mcp", settings.host, settings.port)
+        await uvicorn.Server(config).serve()
+
+
+class BearerTokenMiddleware:
+    """ASGI middleware: every HTTP request must carry ``Authorization: Bearer <token>``."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        self.app = app
+        self._expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            given = dict(scope.get("headers") or []).get(b"authorization", b"")
+            # Constant-time comparison: the time taken says nothing about how much matched.
+            if not hmac.compare_digest(given, self._expected):
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 401,
+                        "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")],
+                    }
+                )
+                await send({"type": "http.response.body", "body": b'{"error": "missing or wrong bearer token"}'})
+                return
+        await self.app(scope, receive, send)
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_args(prog: str, argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line shared by both servers."""
+    parser = argparse.ArgumentParser(prog=prog, description=f"{prog}: multi-tenant MCP server")
+    parser.add_argument("--transport", choices=["stdio", "streamable-http"], help="default: $MCP_TRANSPORT or stdio")
+    parser.add_argument("--host", help="HTTP bind address (default: $MCP_HOST or 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="HTTP port (default: $MCP_PORT or 8000)")
+    parser.add_argument("--env-file", help="read settings from this .env file (default: ./.env when present)")
+    parser.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        default=None,
+        help="allow binding a non-loopback address without MCP_AUTH_TOKEN",
+    )
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default: $MCP_LOG_LEVEL or INFO)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser.parse_args(argv)
+
+
+def load_env_file(path: str | None) -> None:
+    """Read a .env file; variables already in the environment win."""
+    from dotenv import load_dotenv
+
+    if path is not None:
+        if not Path(path).is_file():
+            raise InvalidInput(f"--env-file {path!r}: no such file")
+        load_dotenv(path, override=False)
+    elif Path(".env").is_file():
+        load_dotenv(".env", override=False)
+
+
+def serve(
+    prog: str,
+    server: str,
+    make_backend: Callable[[Settings], TenantBackend[Any, Any]],
+    add_tools: Callable[[TenantServer, TenantManager[Any, Any]], None],
+    argv: Sequence[str] | None = None,
+    *,
+    instructions: str | None = None,
+) -> int:
+    """Start-up shared by both servers: settings → logging → Redis and tenants → serve → close."""
+    args = parse_args(prog, argv)
+    try:
+        load_env_file(args.env_file)
+        settings = Settings.from_env(
+            server,
+            transport=args.transport,
+            host=args.host,
+            port=args.port,
+            allow_unauthenticated=args.allow_unauthenticated,
+            log_level=args.log_level.upper() if args.log_level else None,
+        )
+        codec = SecretCodec(settings.encryption_keys)
+        guard = HostGuard(settings.allowed_hosts)
+    except TenantsError as exc:
+        print(f"{prog}: {redact(str(exc))}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    if settings.transport != "stdio" and not settings.auth_token and not is_loopback(settings.host):
+        if not settings.allow_unauthenticated:
+            logger.error(
+                "refusing to serve %s without MCP_AUTH_TOKEN: set a token, bind 127.0.0.1, "
+                "or pass --allow-unauthenticated",
+                settings.host,
+            )
+            return 2
+        logger.warning("serving %s without authentication (--allow-unauthenticated)", settings.host)
+    if not codec.enabled:
+        logger.warning("MCP_TENANT_ENCRYPTION_KEY is not set: tenant secrets are stored in Redis in plain text")
+
+    # SIGTERM ends the server like Ctrl-C does: in-flight calls finish, pools close, exit 0.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    backend = make_backend(settings)
+    store = TenantStore(settings.redis, backend.server, backend.config_type, codec)
+    manager = TenantManager(backend, store, os.environ, guard=guard)
+    app = TenantServer(prog, settings, instructions=instructions)
+    try:
+        with manager:
+            add_tools(app, manager)
+            try:
+                app.run()
+            except KeyboardInterrupt:
+                logger.info("signal received, shutting down")
+            finally:
+                app.close()
+    except KeyboardInterrupt:  # a second signal during shutdown: still a clean exit
+        pass
+    return 0
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

@@ -1,0 +1,36 @@
+"""Test doubles for unit tests: an in-memory backend that records what the manager asks of it."""
+
+import threading
+
+from mcp_tenants.errors import TenantUnreachable
+
+
+class FakeResource:
+    def __init__(self, config):
+        self.config = config
+        self.closed = False
+
+
+class FakeBackend:
+    """Opens FakeResources; ``unreachable`` hosts fail verification."""
+
+    server = "postgres"
+
+    def __init__(self, config_type, unreachable=("down.example",)):
+        self.config_type = config_type
+        self.unreachable = set(unreachable)
+        self.opened = []
+        self.lock = threading.Lock()
+
+    def open(self, config):
+        resource = FakeResource(config)
+        with self.lock:
+            self.opened.append(resource)
+        return resource
+
+    def close(self, resource):
+        resource.closed = True
+
+    def verify(self, config):
+        if config.host in self.unreachable:
+            raise TenantUnreachable(f"cannot connect to {config.host}")

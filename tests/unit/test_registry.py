@@ -1,0 +1,191 @@
+"""TenantManager with a fake backend and fakeredis: start-up, lookup order, protection, races."""
+
+import random
+import threading
+from unittest import mock
+
+import fakeredis
+import pytest
+
+from mcp_tenants.config import RedisSettings
+from mcp_tenants.crypto import SecretCodec
+from mcp_tenants.errors import InvalidInput, TenantNotFound, TenantProtected, TenantUnreachable
+from mcp_tenants.postgres.tenant import PostgresTenant
+from mcp_tenants.registry import ManagerClosed, TenantManager
+from mcp_tenants.store import TenantStore
+
+from .fakes import FakeBackend
+
+ENV = {
+    "POSTGRES_TENANT_ENVY_HOST": "env-host",
+    "POSTGRES_TENANT_ENVY_DATABASE": "d",
+    "POSTGRES_TENANT_ENVY_USER": "u",
+    "POSTGRES_TENANT_ENVY_PASSWORD": "pw-env-secret",
+}
+
+
+def tenant(tid, host="db", **kw):
+    return PostgresTenant(tenant_id=tid, host=host, database="d", user="u", password=f"pw-{tid}", **kw)
+
+
+@pytest.fixture
+def server():
+    return fakeredis.FakeServer()
+
+
+def make_manager(server, environ=ENV):
+    client = fakeredis.FakeRedis(server=server, decode_responses=True)
+    store = TenantStore(RedisSettings(), "postgres", PostgresTenant, SecretCodec(), client=client, max_backoff=0.05)
+    backend = FakeBackend(PostgresTenant)
+    return TenantManager(backend, store, environ).open(), backend
+
+
+def test_startup_loads_redis_then_env_and_env_wins(server):
+    first, _ = make_manager(server, environ={})
+    first.register(tenant("envy", host="from-redis"))
+    first.register(tenant("stored"))
+    first.close()
+    manager, backend = make_manager(server)
+    assert manager.get("envy").host == "env-host"
+    assert manager.get("stored").host == "db"
+    assert backend.opened == []  # pools open lazily, not at start-up
+    tenants, unreadable = manager.list()
+    assert {t["tenant_id"]: t["source"] for t in tenants} == {"envy": "env", "stored": "redis"}
+    assert unreadable == {}
+
+
+def test_env_tenants_cannot_be_overwritten_or_removed(server):
+    manager, _ = make_manager(server)
+    with pytest.raises(TenantProtected, match="environment"):
+        manager.register(tenant("envy"))
+    with pytest.raises(TenantProtected):
+        manager.remove("envy")
+    assert manager.get("envy").host == "env-host"
+
+
+def test_tenant_registered_by_another_process_is_found_on_first_use(server):
+    one, _ = make_manager(server)
+    two, _ = make_manager(server)
+    one.register(tenant("late"))
+    assert two.get("late").host == "db"
+
+
+def test_unknown_tenant_error_says_what_to_do(server):
+    manager, _ = make_manager(server)
+    with pytest.raises(TenantNotFound, match="register_tenant"):
+        manager.get("ghost")
+
+
+def test_unreachable_target_is_refused_and_nothing_is_stored(server):
+    manager, _ = make_manager(server)
+    with pytest.raises(TenantUnreachable):
+        manager.register(tenant("bad", host="down.example"))
+    assert fakeredis.FakeRedis(server=server).get("mcp:postgres:tenant:bad") is None
+    with pytest.raises(TenantNotFound):
+        manager.get("bad")
+
+
+def test_bad_ids_are_refused_before_redis_is_touched():
+    client = mock.MagicMock()
+    store = TenantStore(RedisSettings(), "postgres", PostgresTenant, SecretCodec(), client=client)
+    manager = TenantManager(FakeBackend(PostgresTenant), store, {})
+    for bad in ["*", "a:b", "a b", "../x", "", "x" * 100, "ténant"]:
+        with pytest.raises(InvalidInput):
+            manager.get(bad)
+        with pytest.raises(InvalidInput):
+            manager.remove(bad)
+    assert client.method_calls == []
+
+
+def test_resource_opens_once_and_replacement_closes_the_old_one(server):
+    manager, backend = make_manager(server)
+    manager.register(tenant("t"))
+    _, first = manager.resource("t")
+    _, again = manager.resource("t")
+    assert first is again and len(backend.opened) == 1
+    manager.register(tenant("t", host="db2"))
+    assert first.closed
+    config, second = manager.resource("t")
+    assert config.host == "db2" and second is not first
+
+
+def test_remove_closes_the_resource_and_deletes_the_key(server):
+    manager, _ = make_manager(server)
+    manager.register(tenant("t"))
+    _, resource = manager.resource("t")
+    assert manager.remove("t") is True
+    assert resource.closed
+    assert fakeredis.FakeRedis(server=server).get("mcp:postgres:tenant:t") is None
+    with pytest.raises(TenantNotFound):
+        manager.remove("t")
+
+
+def test_redis_outage_registers_in_memory_and_persists_later(server):
+    manager, _ = make_manager(server)
+    server.connected = False
+    assert manager.register(tenant("offline")) is False
+    tenants, _ = manager.list()
+    assert {t["tenant_id"]: t["source"] for t in tenants}["offline"] == "memory"
+    assert manager.get("offline").host == "db"
+    server.connected = True
+    for _ in range(200):
+        if not manager.store.pending_ids():
+            break
+        threading.Event().wait(0.02)
+    assert fakeredis.FakeRedis(server=server).get("mcp:postgres:tenant:offline") is not None
+    manager.close()
+
+
+def test_close_closes_every_open_resource_and_refuses_later_calls(server):
+    manager, backend = make_manager(server)
+    for tid in ("a", "b"):
+        manager.register(tenant(tid))
+        manager.resource(tid)
+    manager.close()
+    assert all(r.closed for r in backend.opened)
+    with pytest.raises(ManagerClosed):
+        manager.get("a")
+
+
+def test_fifty_threads_register_lookup_and_remove_without_loss_or_tear(server):
+    manager, backend = make_manager(server)
+    ids = [f"t{i}" for i in range(10)]
+    errors = []
+    barrier = threading.Barrier(50)
+
+    def worker(n):
+        rnd = random.Random(n)
+        barrier.wait()
+        try:
+            for _ in range(40):
+                tid = rnd.choice(ids)
+                action = rnd.random()
+                try:
+                    if action < 0.4:
+                        manager.register(tenant(tid, host=f"h{n}"))
+                    elif action < 0.8:
+                        config, resource = manager.resource(tid)
+                        # Never torn: the resource was built for a config of this very tenant.
+                        assert resource.config.tenant_id == config.tenant_id == tid
+                    else:
+                        manager.remove(tid)
+                except TenantNotFound:
+                    pass
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads), "deadlock"
+    assert errors == []
+    # Memory and Redis agree on every tenant.
+    store_configs, _ = manager.store.load_all()
+    with manager._lock:
+        memory = {tid: e.config for tid, e in manager._entries.items() if e.source != "env"}
+    assert memory == store_configs
+    # Every resource still published belongs to a live entry; all others were closed.
+    live = {id(e.resource) for e in manager._entries.values() if e.resource is not None}
+    assert all(r.closed for r in backend.opened if id(r) not in live)
