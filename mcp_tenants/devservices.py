@@ -293,11 +293,11 @@ class RedisService(LocalService):
         return f"redis://{auth}{self.host}:{self.port}/0"
 
     def client(self, db: int = 0, **kwargs: Any) -> Any:
-        """A ``redis.Redis`` client on database ``db``."""
+        """A ``redis.Redis`` client on database ``db`` (``password=`` and ``username=`` override)."""
         import redis
 
-        return redis.Redis(host=self.host, port=self.port, password=self.password, db=db,
-                           socket_timeout=5, **kwargs)
+        kwargs.setdefault("password", self.password)
+        return redis.Redis(host=self.host, port=self.port, db=db, socket_timeout=5, **kwargs)
 
     def kill(self) -> None:
         """SIGKILL the server, like a crash; ``start()`` brings it back on the same port."""
