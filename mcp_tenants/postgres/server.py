@@ -1,0 +1,219 @@
+"""The PostgreSQL MCP server: tool signatures and wiring; the logic lives in ``tools``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Annotated, Any, Literal
+
+from psycopg import Connection
+from pydantic import Field, WithJsonSchema
+from typing_extensions import TypedDict
+
+from mcp_tenants.errors import AccessDenied
+from mcp_tenants.postgres import tools
+from mcp_tenants.postgres.tenant import PostgresBackend, PostgresTenant, checkout
+from mcp_tenants.registry import TenantManager
+from mcp_tenants.server import DELETES, READS, WRITES, TenantServer, serve
+
+TenantId = Annotated[str, Field(description="Tenant id: 1-64 of a-z, 0-9, '_', '-'")]
+Schema = Annotated[str, Field(description="Schema name", min_length=1, max_length=63)]
+Sql = Annotated[
+    str, Field(description="One SQL statement; use $1, $2, ... for parameters", min_length=1, max_length=1_000_000)
+]
+Params = Annotated[list[Any], Field(description="Values for $1, $2, ... in order", max_length=10_000)]
+
+INSTRUCTIONS = (
+    "PostgreSQL for many tenants. Call list_tenants to see them; every other tool takes tenant_id "
+    "first. query is always read-only; execute changes data on read-write tenants only."
+)
+
+
+class TenantInfo(TypedDict, total=False):
+    tenant_id: str
+    host: str
+    port: int
+    database: str
+    user: str
+    sslmode: str
+    access: str
+    source: str
+
+
+class RegisterResult(TypedDict):
+    tenant: TenantInfo
+    persisted: bool
+
+
+class ListTenantsResult(TypedDict):
+    tenants: list[TenantInfo]
+    unreadable: dict[str, str]
+
+
+class RemoveResult(TypedDict):
+    tenant_id: str
+    removed: bool
+    persisted: bool
+
+
+class Column(TypedDict):
+    name: str
+    type: str
+
+
+class QueryResult(TypedDict):
+    columns: list[Column]
+    rows: list[list[Any]]
+    row_count: int
+    truncated: bool
+
+
+class ExecuteResult(TypedDict):
+    status: str
+    rowcount: int
+
+
+class SchemasResult(TypedDict):
+    schemas: list[str]
+
+
+class TablesResult(TypedDict):
+    schema: str
+    tables: list[dict[str, Any]]
+
+
+class PlanResult(TypedDict):
+    plan: Any
+
+
+def add_tools(app: TenantServer, manager: TenantManager[PostgresTenant, Any]) -> None:
+    """Register the PostgreSQL tools on ``app``."""
+    settings = app.settings
+
+    @contextmanager
+    def connect(tenant_id: str) -> Iterator[tuple[PostgresTenant, Connection[Any]]]:
+        config, pool = manager.resource(tenant_id)
+        with checkout(pool, config) as conn:
+            yield config, conn
+
+    @app.tool(WRITES, title="Register a PostgreSQL tenant")
+    def register_tenant(
+        tenant_id: TenantId,
+        host: Annotated[str, Field(description="Database host name or address")],
+        database: Annotated[str, Field(description="Database name")],
+        user: Annotated[str, Field(description="Login role")],
+        password: Annotated[
+            Any, WithJsonSchema({"type": "string", "description": "Password of the login role (never shown again)"})
+        ],
+        port: Annotated[int, Field(description="Port", ge=1, le=65535)] = 5432,
+        sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer",
+        access: Literal["read-only", "read-write"] = "read-only",
+    ) -> RegisterResult:
+        """Add or replace a tenant after checking that the database accepts these credentials.
+
+        The tenant is kept in memory and persisted to Redis (persisted=false when Redis is down;
+        it is written when Redis returns). Tenants defined in the environment cannot be replaced.
+        """
+        config = PostgresTenant(
+            tenant_id=tenant_id,
+            host=host,
+            port=port,
+            database=database,
+            user=user,
+            password=password,
+            sslmode=sslmode,
+            access=access,
+        )
+        persisted = manager.register(config)
+        return {"tenant": config.public(), "persisted": persisted}  # type: ignore[typeddict-item]
+
+    @app.tool(READS, title="List tenants")
+    def list_tenants() -> ListTenantsResult:
+        """Every tenant with its source (env, redis, or memory when not yet persisted); no secrets."""
+        tenants, unreadable = manager.list()
+        return {"tenants": tenants, "unreadable": unreadable}  # type: ignore[typeddict-item]
+
+    @app.tool(DELETES, title="Remove a tenant")
+    def remove_tenant(tenant_id: TenantId) -> RemoveResult:
+        """Remove a registered tenant: close its pool and delete it from Redis. Environment tenants are refused."""
+        persisted = manager.remove(tenant_id)
+        return {"tenant_id": tenant_id, "removed": True, "persisted": persisted}
+
+    @app.tool(READS, title="List schemas")
+    def list_schemas(tenant_id: TenantId) -> SchemasResult:
+        """The schemas of the tenant's database."""
+        with connect(tenant_id) as (_config, conn):
+            return tools.list_schemas(conn)  # type: ignore[return-value]
+
+    @app.tool(READS, title="List tables")
+    def list_tables(tenant_id: TenantId, schema: Schema = "public") -> TablesResult:
+        """Tables, views and other relations of a schema, with their kind and estimated row count."""
+        with connect(tenant_id) as (_config, conn):
+            return {"schema": schema, **tools.list_tables(conn, schema)}  # type: ignore[typeddict-item]
+
+    @app.tool(READS, title="Describe a table")
+    def describe_table(
+        tenant_id: TenantId,
+        table: Annotated[str, Field(description="Table or view name", min_length=1, max_length=63)],
+        schema: Schema = "public",
+    ) -> dict[str, Any]:
+        """Columns (type, nullable, default, comment), primary key, indexes and foreign keys both ways."""
+        with connect(tenant_id) as (_config, conn):
+            return tools.describe_table(conn, schema, table)
+
+    @app.tool(READS, title="Run a read-only query")
+    def query(
+        tenant_id: TenantId,
+        sql: Sql,
+        params: Params = [],  # noqa: B006 - pydantic copies defaults
+        max_rows: Annotated[int | None, Field(description="Return at most this many rows", ge=1)] = None,
+    ) -> QueryResult:
+        """Run one read-only statement (SELECT, WITH, VALUES, TABLE) in a READ ONLY transaction.
+
+        Rows and bytes are capped; truncated=true says more rows exist. Values come back as JSON
+        (bytea as base64, timestamps ISO 8601).
+        """
+        limit = min(max_rows or settings.query_max_rows, settings.query_max_rows)
+        with connect(tenant_id) as (_config, conn):
+            return tools.query(  # type: ignore[return-value]
+                conn,
+                sql,
+                list(params),
+                max_rows=limit,
+                max_bytes=settings.result_max_bytes,
+                statement_timeout_ms=settings.statement_timeout_ms,
+            )
+
+    @app.tool(WRITES, title="Execute a statement (read-write tenants)")
+    def execute(tenant_id: TenantId, sql: Sql, params: Params = []) -> ExecuteResult:  # noqa: B006
+        """Run one statement that changes data or schema, and commit it. Read-write tenants only."""
+        if not manager.get(tenant_id).writable:
+            raise AccessDenied(
+                f'tenant {tenant_id!r} is read-only: register it with access="read-write" '
+                f"(or set POSTGRES_TENANT_{tenant_id.upper()}_ACCESS=read-write) to allow execute"
+            )
+        with connect(tenant_id) as (_config, conn):
+            return tools.execute(  # type: ignore[return-value]
+                conn, sql, list(params), statement_timeout_ms=settings.statement_timeout_ms
+            )
+
+    @app.tool(READS, title="Explain a query")
+    def explain_query(
+        tenant_id: TenantId,
+        sql: Sql,
+        analyze: Annotated[bool, Field(description="Run the statement to measure it (always rolled back)")] = False,
+    ) -> PlanResult:
+        """The plan of a statement as JSON (EXPLAIN FORMAT JSON); with analyze, measured and rolled back."""
+        with connect(tenant_id) as (config, conn):
+            return tools.explain_query(  # type: ignore[return-value]
+                conn,
+                sql,
+                analyze=analyze,
+                read_only=not config.writable,
+                statement_timeout_ms=settings.statement_timeout_ms,
+            )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console script ``mcp-postgres-server``."""
+    return serve("mcp-postgres-server", "postgres", PostgresBackend, add_tools, argv, instructions=INSTRUCTIONS)

@@ -1,0 +1,147 @@
+"""A PostgreSQL tenant: its config, and the connection pool opened for it on first use."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
+
+from mcp_tenants.config import Settings, TenantConfig, parse_int, redact, shown
+from mcp_tenants.errors import InvalidInput, TenantBusy, TenantNotFound, TenantUnreachable
+from mcp_tenants.postgres.tools import reset_connection
+
+logger = logging.getLogger(__name__)
+
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PostgresTenant(TenantConfig):
+    """Connection settings of one PostgreSQL tenant."""
+
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("password",)
+    ENV_PREFIX: ClassVar[str] = "POSTGRES_TENANT_"
+
+    host: str
+    port: int = 5432
+    database: str
+    user: str
+    password: str
+    sslmode: str = "prefer"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("host", "database", "user"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip() or len(value) > 255 or "\x00" in value:
+                raise InvalidInput(
+                    f"{name} {shown(value)} is invalid: give a non-empty string of at most 255 characters"
+                )
+        if not isinstance(self.password, str) or "\x00" in self.password or len(self.password) > 1024:
+            raise InvalidInput("password is invalid: give a string of at most 1024 characters")
+        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 1 <= self.port <= 65535:
+            raise InvalidInput(f"port {shown(self.port)} is invalid: use 1..65535")
+        if self.sslmode not in SSLMODES:
+            raise InvalidInput(f"sslmode {shown(self.sslmode)} is invalid: use one of {', '.join(SSLMODES)}")
+
+    def target_host(self) -> str:
+        return self.host
+
+    @classmethod
+    def env_fields(cls) -> dict[str, str]:
+        return {
+            **super().env_fields(),
+            "HOST": "host",
+            "PORT": "port",
+            "DATABASE": "database",
+            "USER": "user",
+            "PASSWORD": "password",
+            "SSLMODE": "sslmode",
+        }
+
+    @classmethod
+    def coerce_env(cls, values: dict[str, Any]) -> dict[str, Any]:
+        if "port" in values:
+            values = {**values, "port": parse_int("PORT", values["port"], minimum=1, maximum=65535)}
+        return values
+
+    def conninfo(self, *, connect_timeout: int) -> dict[str, Any]:
+        """psycopg keyword arguments. Keywords, never a concatenated string: a password that
+        contains ``host=evil`` stays a password."""
+        return {
+            "host": self.host,
+            "port": self.port,
+            "dbname": self.database,
+            "user": self.user,
+            "password": self.password,
+            "sslmode": self.sslmode,
+            "connect_timeout": connect_timeout,
+            "application_name": f"mcp-tenants:{self.tenant_id}",
+        }
+
+
+def describe_connect_error(config: PostgresTenant, exc: Exception) -> str:
+    """A connection failure as a message that names the target but never the password."""
+    reason = redact(str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__)
+    return (
+        f"tenant {config.tenant_id!r}: cannot connect to PostgreSQL at {config.host}:{config.port} "
+        f"database {config.database!r} as {config.user!r}: {reason}"
+    )
+
+
+class PostgresBackend:
+    """Opens, checks and closes PostgreSQL connection pools for the TenantManager."""
+
+    server = "postgres"
+    config_type = PostgresTenant
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def open(self, config: PostgresTenant) -> ConnectionPool:
+        """A pool that connects lazily, checks connections on checkout and resets them on return."""
+        return ConnectionPool(
+            kwargs=config.conninfo(connect_timeout=self.settings.connect_timeout_s),
+            min_size=0,
+            max_size=self.settings.pool_max_size,
+            # Checking on checkout means a PostgreSQL restart costs a reconnect, not a failed call.
+            check=ConnectionPool.check_connection,
+            reset=reset_connection,
+            timeout=self.settings.pool_timeout_ms / 1000,
+            max_idle=300,
+            num_workers=1,
+            name=f"tenant-{config.tenant_id}",
+            open=True,
+        )
+
+    def close(self, pool: ConnectionPool) -> None:
+        pool.close(timeout=5)
+
+    def verify(self, config: PostgresTenant) -> None:
+        try:
+            with psycopg.connect(**config.conninfo(connect_timeout=self.settings.connect_timeout_s)) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error as exc:
+            raise TenantUnreachable(describe_connect_error(config, exc)) from None
+
+
+@contextmanager
+def checkout(pool: ConnectionPool, config: PostgresTenant) -> Iterator[psycopg.Connection[Any]]:
+    """A connection from the tenant's pool, with pool failures as errors a person can act on."""
+    try:
+        with pool.connection() as conn:
+            yield conn
+    except PoolTimeout:
+        raise TenantBusy(
+            f"tenant {config.tenant_id!r} is busy: all {pool.max_size} connections stayed in use for "
+            f"{pool.timeout:g} s, or the database cannot be reached; retry later"
+        ) from None
+    except PoolClosed:
+        raise TenantNotFound(f"tenant {config.tenant_id!r} was removed or changed during the call; retry") from None
+    except psycopg.OperationalError as exc:
+        raise TenantUnreachable(describe_connect_error(config, exc)) from None

@@ -1,0 +1,212 @@
+"""The PostgreSQL server end to end over stdio: a real client, real Redis, real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from mcp_tenants.devservices import RedisService, free_ports
+
+from .stdio import ServerProcess, Session
+
+MODULE = "mcp_tenants.postgres"
+
+
+@pytest.fixture
+def make_server(redis_db):
+    """Build ServerProcess objects on the test's Redis database; their logs are checked for secrets."""
+    made: list[ServerProcess] = []
+
+    def make(**env: str) -> ServerProcess:
+        server = ServerProcess(MODULE, {**redis_db.env(), "MCP_LOG_LEVEL": "INFO", **env})
+        made.append(server)
+        return server
+
+    yield make
+    for server in made:
+        server.close()
+
+
+def register_args(pg, tenant_id="acme", **overrides):
+    return {
+        "tenant_id": tenant_id,
+        "host": pg["host"],
+        "port": pg["port"],
+        "database": pg["database"],
+        "user": pg["user"],
+        "password": pg["password"],
+        **overrides,
+    }
+
+
+def env_tenant(tenant_id: str, pg: dict) -> dict[str, str]:
+    prefix = f"POSTGRES_TENANT_{tenant_id.upper()}_"
+    return {
+        prefix + "HOST": pg["host"],
+        prefix + "PORT": str(pg["port"]),
+        prefix + "DATABASE": pg["database"],
+        prefix + "USER": pg["user"],
+        prefix + "PASSWORD": pg["password"],
+    }
+
+
+def assert_no_secret(secret: str, *texts: str) -> None:
+    for text in texts:
+        assert secret not in text
+
+
+def test_seed_scenario_register_restart_still_there_and_query_works(make_server, pg_database, redis_db):
+    server = make_server()
+
+    async def register(session: Session):
+        result = await session.call("register_tenant", **register_args(pg_database))
+        assert result["persisted"] is True
+        assert result["tenant"]["tenant_id"] == "acme" and "password" not in result["tenant"]
+        return session.transcript
+
+    async def after_restart(session: Session):
+        tenants = (await session.call("list_tenants"))["tenants"]
+        assert [(t["tenant_id"], t["source"]) for t in tenants] == [("acme", "redis")]
+        rows = await session.call("query", tenant_id="acme", sql="SELECT $1::int + 1 AS answer", params=[41])
+        assert rows["rows"] == [[42]] and rows["columns"][0]["name"] == "answer"
+        return session.transcript
+
+    first = server.run(register)
+    stored = redis_db.client.get("mcp:postgres:tenant:acme")
+    assert '"host"' in stored  # readable with redis-cli GET
+    second = server.run(after_restart)
+    assert_no_secret(pg_database["password"], *first, *second, server.logs())
+
+
+def test_wrong_password_is_refused_and_nothing_is_stored(make_server, pg_database, redis_db):
+    server = make_server()
+
+    async def scenario(session: Session):
+        error = await session.fail("register_tenant", **register_args(pg_database, password="not-the-password-9"))
+        assert "cannot connect" in error and "password authentication failed" in error
+        assert "not-the-password-9" not in error
+        assert (await session.call("list_tenants"))["tenants"] == []
+        assert "unknown tenant" in await session.fail("query", tenant_id="acme", sql="SELECT 1")
+
+    server.run(scenario)
+    assert redis_db.client.keys("*") == []
+    assert "not-the-password-9" not in server.logs()
+
+
+def test_redis_down_at_start_serves_env_tenants_and_registers_in_memory(make_server, pg_database):
+    (closed_port,) = free_ports(1)
+    server = make_server(REDIS_HOST="127.0.0.1", REDIS_PORT=str(closed_port), **env_tenant("envy", pg_database))
+
+    async def scenario(session: Session):
+        assert (await session.call("query", tenant_id="envy", sql="SELECT 1 AS one"))["rows"] == [[1]]
+        result = await session.call("register_tenant", **register_args(pg_database, tenant_id="offline"))
+        assert result["persisted"] is False
+        sources = {t["tenant_id"]: t["source"] for t in (await session.call("list_tenants"))["tenants"]}
+        assert sources == {"envy": "env", "offline": "memory"}
+        assert (await session.call("query", tenant_id="offline", sql="SELECT 2"))["rows"] == [[2]]
+
+    started = time.monotonic()
+    server.run(scenario)
+    logs = server.logs()
+    assert "unavailable" in logs and "WARNING" in logs
+    assert time.monotonic() - started < 60  # a hang guard, not a performance claim
+    assert_no_secret(pg_database["password"], logs)
+
+
+def test_redis_killed_mid_run_then_restarted_persists_outage_registrations(make_server, pg_database):
+    redis = RedisService()
+    redis.start()
+    try:
+        server = make_server(REDIS_HOST=redis.host, REDIS_PORT=str(redis.port), REDIS_DB="0")
+        client = redis.client(decode_responses=True)
+
+        async def scenario(session: Session):
+            assert (await session.call("register_tenant", **register_args(pg_database, tenant_id="before")))[
+                "persisted"
+            ] is True
+            redis.kill()
+            during = await session.call("register_tenant", **register_args(pg_database, tenant_id="during"))
+            assert during["persisted"] is False
+            # Still serving while Redis is down.
+            assert (await session.call("query", tenant_id="before", sql="SELECT 1"))["rows"] == [[1]]
+            redis.start()  # same port, empty (no persistence configured)
+            for _ in range(200):
+                if client.exists("mcp:postgres:tenant:during"):
+                    break
+                await asyncio.sleep(0.05)
+            assert client.exists("mcp:postgres:tenant:during"), "outage registration was not written back"
+            after = await session.call("register_tenant", **register_args(pg_database, tenant_id="after"))
+            assert after["persisted"] is True
+            sources = {t["tenant_id"]: t["source"] for t in (await session.call("list_tenants"))["tenants"]}
+            assert sources["during"] == "redis" and sources["after"] == "redis"
+
+        server.run(scenario)
+        assert client.exists("mcp:postgres:tenant:after")
+    finally:
+        redis.stop()
+
+
+def test_env_wins_over_redis_and_cannot_be_removed(make_server, pg_database, redis_db):
+    redis_db.client.set(
+        "mcp:postgres:tenant:envy",
+        '{"tenant_id": "envy", "host": "elsewhere.invalid", "port": 5432, "database": "x", "user": "x",'
+        ' "password": "x", "sslmode": "prefer", "access": "read-only"}',
+    )
+    server = make_server(**env_tenant("envy", pg_database))
+
+    async def scenario(session: Session):
+        tenants = (await session.call("list_tenants"))["tenants"]
+        assert [(t["tenant_id"], t["source"], t["host"]) for t in tenants] == [("envy", "env", pg_database["host"])]
+        assert (await session.call("query", tenant_id="envy", sql="SELECT current_user"))["rows"] == [
+            [pg_database["user"]]
+        ]
+        assert "environment" in await session.fail("remove_tenant", tenant_id="envy")
+        assert "environment" in await session.fail("register_tenant", **register_args(pg_database, tenant_id="envy"))
+
+    server.run(scenario)
+
+
+def test_tenant_registered_by_another_server_process_is_found_on_first_use(make_server, pg_database):
+    one, two = make_server(), make_server()
+
+    async def main():
+        async with one.connect() as c1, two.connect() as c2:
+            s1, s2 = Session(c1), Session(c2)
+            assert "unknown tenant" in await s2.fail("query", tenant_id="shared", sql="SELECT 1")
+            await s1.call("register_tenant", **register_args(pg_database, tenant_id="shared"))
+            assert (await s2.call("query", tenant_id="shared", sql="SELECT 7"))["rows"] == [[7]]
+            await s1.call("remove_tenant", tenant_id="shared")
+            assert "unknown tenant" in await s1.fail("query", tenant_id="shared", sql="SELECT 1")
+
+    asyncio.run(main())
+
+
+def test_corrupt_entry_fails_only_that_tenant(make_server, pg_database, redis_db):
+    redis_db.client.set("mcp:postgres:tenant:broken", "{not json")
+    server = make_server()
+
+    async def scenario(session: Session):
+        await session.call("register_tenant", **register_args(pg_database, tenant_id="fine"))
+        listing = await session.call("list_tenants")
+        assert [t["tenant_id"] for t in listing["tenants"]] == ["fine"]
+        assert "not valid JSON" in listing["unreadable"]["broken"]
+        assert "not valid JSON" in await session.fail("query", tenant_id="broken", sql="SELECT 1")
+        assert (await session.call("query", tenant_id="fine", sql="SELECT 1"))["rows"] == [[1]]
+
+    server.run(scenario)
+    assert "broken" in server.logs()
+
+
+def test_bad_tenant_ids_get_a_clear_error_and_touch_nothing(make_server, redis_db):
+    server = make_server()
+    bad_ids = ["*", "a:b", "a b", "../x", "", "x" * 100, "ténant"]
+
+    async def scenario(session: Session):
+        for bad in bad_ids:
+            assert "tenant_id" in await session.fail("query", tenant_id=bad, sql="SELECT 1")
+            assert "tenant_id" in await session.fail("remove_tenant", tenant_id=bad)
+
+    server.run(scenario)
+    assert redis_db.client.keys("*") == []
