@@ -1,0 +1,204 @@
+"""The MinIO MCP server: tool signatures and wiring; the logic lives in ``tools``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
+
+from minio import Minio
+from pydantic import Field, WithJsonSchema
+from typing_extensions import TypedDict
+
+from mcp_tenants.errors import AccessDenied
+from mcp_tenants.minio import tools
+from mcp_tenants.minio.tenant import MinioBackend, MinioTenant
+from mcp_tenants.registry import TenantManager
+from mcp_tenants.server import DELETES, READS, WRITES, TenantServer, serve
+
+TenantId = Annotated[str, Field(description="Tenant id: 1-64 of a-z, 0-9, '_', '-'")]
+Bucket = Annotated[str, Field(description="Bucket name (S3 rules: 3-63 of a-z, 0-9, '.', '-')")]
+Key = Annotated[str, Field(description="Object key (1-1024 bytes of UTF-8)")]
+
+INSTRUCTIONS = (
+    "S3-compatible object storage for many tenants. Call list_tenants to see them; every other "
+    "tool takes tenant_id first. Write tools need a read-write tenant."
+)
+
+
+class TenantInfo(TypedDict, total=False):
+    tenant_id: str
+    endpoint: str
+    access_key: str
+    secure: bool
+    region: str | None
+    access: str
+    source: str
+
+
+class RegisterResult(TypedDict):
+    tenant: TenantInfo
+    persisted: bool
+
+
+class ListTenantsResult(TypedDict):
+    tenants: list[TenantInfo]
+    unreadable: dict[str, str]
+
+
+class RemoveResult(TypedDict):
+    tenant_id: str
+    removed: bool
+    persisted: bool
+
+
+def add_tools(app: TenantServer, manager: TenantManager[MinioTenant, Minio]) -> None:
+    """Register the MinIO tools on ``app``."""
+    settings = app.settings
+
+    def client(tenant_id: str, *, write: bool = False) -> Minio:
+        config, minio_client = manager.resource(tenant_id)
+        if write and not config.writable:
+            raise AccessDenied(
+                f'tenant {tenant_id!r} is read-only: register it with access="read-write" '
+                f"(or set MINIO_TENANT_{tenant_id.upper()}_ACCESS=read-write) to allow writes"
+            )
+        return minio_client
+
+    @app.tool(WRITES, title="Register an S3 tenant")
+    def register_tenant(
+        tenant_id: TenantId,
+        endpoint: Annotated[str, Field(description="host:port of the S3 API, without scheme")],
+        access_key: Annotated[str, Field(description="Access key id")],
+        secret_key: Annotated[Any, WithJsonSchema({"type": "string", "description": "Secret key (never shown again)"})],
+        secure: Annotated[bool, Field(description="Use HTTPS")] = False,
+        region: Annotated[str | None, Field(description="Region, e.g. us-east-1")] = None,
+        access: Literal["read-only", "read-write"] = "read-only",
+    ) -> RegisterResult:
+        """Add or replace a tenant after checking that the endpoint accepts these credentials.
+
+        The tenant is kept in memory and persisted to Redis (persisted=false when Redis is down;
+        it is written when Redis returns). Tenants defined in the environment cannot be replaced.
+        """
+        config = MinioTenant(
+            tenant_id=tenant_id,
+            endpoint=endpoint,
+            access_key=access_key,
+            secret_key=secret_key,
+            secure=secure,
+            region=region,
+            access=access,
+        )
+        persisted = manager.register(config)
+        return {"tenant": config.public(), "persisted": persisted}  # type: ignore[typeddict-item]
+
+    @app.tool(READS, title="List tenants")
+    def list_tenants() -> ListTenantsResult:
+        """Every tenant with its source (env, redis, or memory when not yet persisted); no secrets."""
+        tenants, unreadable = manager.list()
+        return {"tenants": tenants, "unreadable": unreadable}  # type: ignore[typeddict-item]
+
+    @app.tool(DELETES, title="Remove a tenant")
+    def remove_tenant(tenant_id: TenantId) -> RemoveResult:
+        """Remove a registered tenant and delete it from Redis. Environment tenants are refused."""
+        persisted = manager.remove(tenant_id)
+        return {"tenant_id": tenant_id, "removed": True, "persisted": persisted}
+
+    @app.tool(READS, title="List buckets")
+    def list_buckets(tenant_id: TenantId) -> dict[str, Any]:
+        """The tenant's buckets with their creation time."""
+        return tools.list_buckets(client(tenant_id))
+
+    @app.tool(WRITES, title="Create a bucket")
+    def create_bucket(tenant_id: TenantId, bucket: Bucket) -> dict[str, Any]:
+        """Create a bucket (read-write tenants only)."""
+        config = manager.get(tenant_id)
+        return tools.create_bucket(client(tenant_id, write=True), bucket, region=config.region)
+
+    @app.tool(DELETES, title="Delete an empty bucket")
+    def delete_bucket(tenant_id: TenantId, bucket: Bucket) -> dict[str, Any]:
+        """Delete a bucket; refuses a bucket that still holds objects (read-write tenants only)."""
+        return tools.delete_bucket(client(tenant_id, write=True), bucket)
+
+    @app.tool(READS, title="List objects")
+    def list_objects(
+        tenant_id: TenantId,
+        bucket: Bucket,
+        prefix: Annotated[str, Field(description="Only keys starting with this")] = "",
+        recursive: Annotated[bool, Field(description="false: stop at '/' and return common prefixes")] = True,
+        max_keys: Annotated[int, Field(description="Page size", ge=1)] = 1000,
+        start_after: Annotated[str | None, Field(description="Continue after this key (next_start_after)")] = None,
+    ) -> dict[str, Any]:
+        """One page of objects (key, size, last_modified, etag) and common prefixes; truncated=true
+        means call again with start_after=next_start_after."""
+        return tools.list_objects(
+            client(tenant_id),
+            bucket,
+            prefix=prefix,
+            recursive=recursive,
+            max_keys=max_keys,
+            start_after=start_after,
+            max_keys_cap=settings.list_max_keys,
+        )
+
+    @app.tool(READS, title="Object metadata")
+    def stat_object(tenant_id: TenantId, bucket: Bucket, key: Key) -> dict[str, Any]:
+        """Size, etag, content type, last modified and user metadata of an object."""
+        return tools.stat_object(client(tenant_id), bucket, key)
+
+    @app.tool(READS, title="Read an object")
+    def get_object(
+        tenant_id: TenantId,
+        bucket: Bucket,
+        key: Key,
+        offset: Annotated[int, Field(description="First byte to read", ge=0)] = 0,
+        length: Annotated[int | None, Field(description="Bytes to read (capped)", ge=1)] = None,
+    ) -> dict[str, Any]:
+        """Object content: text when it is UTF-8, else base64. At most MCP_OBJECT_MAX_BYTES per call;
+        truncated=true tells how to read the rest (offset=next_offset, or presigned_url)."""
+        return tools.get_object(
+            client(tenant_id), bucket, key, offset=offset, length=length, max_bytes=settings.object_max_bytes
+        )
+
+    @app.tool(WRITES, title="Write an object")
+    def put_object(
+        tenant_id: TenantId,
+        bucket: Bucket,
+        key: Key,
+        content: Annotated[str, Field(description="The content, as text or base64")],
+        encoding: Literal["text", "base64"] = "text",
+        content_type: Annotated[str | None, Field(description="MIME type; guessed from the key when omitted")] = None,
+    ) -> dict[str, Any]:
+        """Create or replace an object (read-write tenants only)."""
+        return tools.put_object(
+            client(tenant_id, write=True), bucket, key, content, encoding=encoding, content_type=content_type
+        )
+
+    @app.tool(DELETES, title="Delete an object")
+    def delete_object(tenant_id: TenantId, bucket: Bucket, key: Key) -> dict[str, Any]:
+        """Delete an object (read-write tenants only)."""
+        return tools.delete_object(client(tenant_id, write=True), bucket, key)
+
+    @app.tool(WRITES, title="Copy an object")
+    def copy_object(
+        tenant_id: TenantId, source_bucket: Bucket, source_key: Key, bucket: Bucket, key: Key
+    ) -> dict[str, Any]:
+        """Copy an object server-side, within the tenant (read-write tenants only)."""
+        return tools.copy_object(client(tenant_id, write=True), source_bucket, source_key, bucket, key)
+
+    @app.tool(READS, title="Presigned URL")
+    def presigned_url(
+        tenant_id: TenantId,
+        bucket: Bucket,
+        key: Key,
+        method: Literal["GET", "PUT"] = "GET",
+        expires_seconds: Annotated[int, Field(description="1 s to 7 days", ge=1, le=7 * 24 * 3600)] = 3600,
+    ) -> dict[str, Any]:
+        """A time-limited URL to download (GET) or upload (PUT) an object without credentials.
+        PUT needs a read-write tenant."""
+        minio_client = client(tenant_id, write=method == "PUT")
+        return tools.presigned_url(minio_client, bucket, key, method=method, expires_seconds=expires_seconds)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console script ``mcp-minio-server``."""
+    return serve("mcp-minio-server", "minio", MinioBackend, add_tools, argv, instructions=INSTRUCTIONS)

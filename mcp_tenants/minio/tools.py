@@ -1,0 +1,362 @@
+"""Object-store tool logic: plain synchronous functions over a ``minio.Minio`` client.
+
+No MCP here. The caller looks the tenant up, checks read-only/read-write access and passes caps
+from the settings. Every function validates its arguments before the first network call and
+raises ``TenantsError`` subclasses only (``storage_errors`` maps minio and urllib3 failures).
+Results are JSON-ready dicts; timestamps are ISO 8601 in UTC.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import mimetypes
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from xml.etree import ElementTree as ET
+
+from minio import Minio
+from minio.commonconfig import CopySource
+from minio.datatypes import Object
+from minio.error import MinioException, S3Error
+from urllib3.exceptions import HTTPError
+
+from mcp_tenants.errors import InvalidInput, StorageError, TenantUnreachable
+from mcp_tenants.minio import names
+from mcp_tenants.minio.client import missing_bucket_error, storage_error, storage_errors
+from mcp_tenants.minio.listing import first_entries
+
+logger = logging.getLogger(__name__)
+
+_USER_META_PREFIX = "x-amz-meta-"
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # S3 timestamps are UTC even when the parser drops the zone
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _require_bucket(client: Minio, bucket: str) -> None:
+    """Fail with NoSuchBucket before a write that some servers would let auto-create it."""
+    with storage_errors(bucket=bucket):
+        exists = client.bucket_exists(bucket)
+    if not exists:
+        raise missing_bucket_error(bucket)
+
+
+def _stat(client: Minio, bucket: str, key: str) -> Object:
+    """stat_object whose NoSuchKey is refined: a HEAD cannot tell a missing bucket from a key."""
+    try:
+        with storage_errors(bucket=bucket, key=key):
+            return client.stat_object(bucket, key)
+    except StorageError as exc:
+        if not isinstance(exc.__cause__, S3Error) or exc.__cause__.code != "NoSuchKey":
+            raise
+        with storage_errors(bucket=bucket):
+            exists = client.bucket_exists(bucket)
+        if not exists:
+            raise missing_bucket_error(bucket) from None
+        raise
+
+
+def list_buckets(client: Minio) -> dict[str, Any]:
+    """The tenant's buckets with their creation time."""
+    with storage_errors():
+        buckets = client.list_buckets()
+    return {"buckets": [{"name": b.name, "created": _iso(b.creation_date)} for b in buckets]}
+
+
+def create_bucket(client: Minio, bucket: str, *, region: str | None = None) -> dict[str, Any]:
+    """Create ``bucket``; an existing bucket is an error, never silently reused."""
+    names.validate_bucket_name(bucket)
+    # AWS us-east-1 answers 200 to re-creating one's own bucket; checking first gives every
+    # server the same "already exists" answer.
+    with storage_errors(bucket=bucket):
+        if client.bucket_exists(bucket):
+            raise StorageError(f"bucket {bucket!r} already exists")
+        client.make_bucket(bucket, location=region or None)
+    logger.info("created bucket %s", bucket)
+    return {"bucket": bucket, "created": True}
+
+
+def delete_bucket(client: Minio, bucket: str) -> dict[str, Any]:
+    """Delete an empty bucket; a bucket holding objects is refused."""
+    names.validate_bucket_name(bucket)
+    with storage_errors(bucket=bucket):
+        # Some servers (SeaweedFS by default) delete a non-empty bucket with everything in it;
+        # a one-key listing makes the refusal ours instead of the server's.
+        listing = client.list_objects(bucket, recursive=True)
+        try:
+            first = next(iter(listing), None)
+        finally:
+            _close(listing)
+        if first is not None:
+            raise StorageError(
+                f"bucket {bucket!r} is not empty (it holds {first.object_name!r} and maybe more); "
+                "delete its objects first"
+            )
+        client.remove_bucket(bucket)
+    logger.info("deleted bucket %s", bucket)
+    return {"bucket": bucket, "deleted": True}
+
+
+def _close(iterator: Any) -> None:
+    close = getattr(iterator, "close", None)
+    if close is not None:
+        close()
+
+
+def list_objects(
+    client: Minio,
+    bucket: str,
+    *,
+    prefix: str = "",
+    recursive: bool = True,
+    max_keys: int = 1000,
+    start_after: str | None = None,
+    max_keys_cap: int,
+) -> dict[str, Any]:
+    """One page of keys (and, when not recursive, common prefixes) in lexicographic order.
+
+    The page holds at most ``min(max_keys, max_keys_cap)`` entries, objects and prefixes together.
+    When ``truncated``, call again with ``start_after=next_start_after`` to continue.
+    """
+    names.validate_bucket_name(bucket)
+    prefix = names.validate_prefix(prefix)
+    start_after = names.validate_start_after(start_after)
+    page_size = names.validate_max_keys(max_keys, max_keys_cap)
+    with storage_errors(bucket=bucket):
+        # minio fetches server pages of up to 1,000 entries lazily; first_entries stops soon
+        # after the page is complete, so the bucket is never listed whole.
+        entries = client.list_objects(bucket, prefix=prefix or None, recursive=bool(recursive), start_after=start_after)
+        try:
+            page, truncated = first_entries(entries, page_size, delimited=not recursive, start_after=start_after)
+        finally:
+            _close(entries)
+    return {
+        "objects": [
+            {
+                "key": entry.object_name,
+                "size": entry.size,
+                "last_modified": _iso(entry.last_modified),
+                "etag": entry.etag,
+            }
+            for entry in page
+            if not entry.is_dir
+        ],
+        "prefixes": [entry.object_name for entry in page if entry.is_dir],
+        "truncated": truncated,
+        "next_start_after": page[-1].object_name if truncated else None,
+    }
+
+
+def stat_object(client: Minio, bucket: str, key: str) -> dict[str, Any]:
+    """Size, type, timestamps and user metadata of one object, without its content."""
+    names.validate_bucket_name(bucket)
+    names.validate_object_key(key)
+    stat = _stat(client, bucket, key)
+    # minio's metadata holds every response header; the user's own are the x-amz-meta-* ones.
+    metadata = {
+        name.lower()[len(_USER_META_PREFIX) :]: value
+        for name, value in (stat.metadata or {}).items()
+        if name.lower().startswith(_USER_META_PREFIX)
+    }
+    return {
+        "bucket": bucket,
+        "key": key,
+        "size": stat.size,
+        "etag": stat.etag,
+        "content_type": stat.content_type,
+        "last_modified": _iso(stat.last_modified),
+        "metadata": metadata,
+        "version_id": stat.version_id,
+    }
+
+
+def get_object(
+    client: Minio,
+    bucket: str,
+    key: str,
+    *,
+    offset: int = 0,
+    length: int | None = None,
+    max_bytes: int,
+) -> dict[str, Any]:
+    """Read at most ``max_bytes`` of an object from ``offset``, as text or base64.
+
+    ``truncated`` is true when fewer bytes than asked for (``length``, or up to the end) came
+    back; ``next_offset`` is where the rest of the object starts, None at the end.
+    """
+    names.validate_bucket_name(bucket)
+    names.validate_object_key(key)
+    offset, length = names.validate_range(offset, length)
+    stat = _stat(client, bucket, key)
+    size = stat.size or 0
+    if offset > size:
+        raise InvalidInput(f"offset {offset} is past the end of object {key!r} ({size} bytes)")
+    wanted = size - offset if length is None else min(length, size - offset)
+    count = min(wanted, max_bytes)
+    data = _read_range(client, bucket, key, offset, count, stat.etag) if count else b""
+    cut = offset + len(data) < size
+    content, encoding, used = names.encode_content(data, cut=cut)
+    end = offset + used
+    truncated = used < wanted
+    next_offset = end if end < size else None
+    hint = None
+    if truncated:
+        hint = (
+            f"returned bytes {offset}..{end - 1} of {size}; call get_object again with "
+            f"offset={end} for the next part, or use presigned_url to download the whole object"
+        )
+    return {
+        "content": content,
+        "encoding": encoding,
+        "size": size,
+        "offset": offset,
+        "length": used,
+        "truncated": truncated,
+        "next_offset": next_offset,
+        "hint": hint,
+    }
+
+
+def _read_range(client: Minio, bucket: str, key: str, offset: int, count: int, etag: str | None) -> bytes:
+    # If-Match pins the read to the version we sized with stat; a concurrent overwrite
+    # becomes a clear PreconditionFailed instead of a mix of two objects across calls.
+    headers: dict[str, str | list[str] | tuple[str]] | None = {"If-Match": f'"{etag}"'} if etag else None
+    with storage_errors(bucket=bucket, key=key):
+        response = client.get_object(bucket, key, offset=offset, length=count, request_headers=headers)
+        try:
+            chunks: list[bytes] = []
+            remaining = count
+            # Never read past ``count``, even from a server that ignored the Range header.
+            while remaining > 0:
+                chunk = response.read(min(remaining, 1 << 20))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                remaining -= len(chunk)
+        finally:
+            response.close()
+            response.release_conn()
+    return b"".join(chunks)
+
+
+def _default_content_type(key: str, encoding: str) -> str:
+    guessed, _ = mimetypes.guess_type(key, strict=False)
+    if guessed is None:
+        return "text/plain; charset=utf-8" if encoding == "text" else "application/octet-stream"
+    if encoding == "text" and guessed.startswith("text/"):
+        return f"{guessed}; charset=utf-8"
+    return guessed
+
+
+def put_object(
+    client: Minio,
+    bucket: str,
+    key: str,
+    content: str,
+    *,
+    encoding: str = "text",
+    content_type: str | None = None,
+) -> dict[str, Any]:
+    """Write ``content`` (text, or base64 for binary) to ``key``, replacing any existing object."""
+    names.validate_bucket_name(bucket)
+    names.validate_object_key(key)
+    data = names.decode_content(content, encoding)
+    content_type = names.validate_content_type(content_type) or _default_content_type(key, encoding)
+    _require_bucket(client, bucket)
+    with storage_errors(bucket=bucket, key=key):
+        result = client.put_object(bucket, key, io.BytesIO(data), len(data), content_type=content_type)
+    logger.info("put object bucket=%s size=%d", bucket, len(data))
+    return {
+        "bucket": bucket,
+        "key": key,
+        "etag": result.etag,
+        "version_id": result.version_id,
+        "size": len(data),
+    }
+
+
+def delete_object(client: Minio, bucket: str, key: str) -> dict[str, Any]:
+    """Delete one object; a missing key is reported (S3 itself would succeed silently)."""
+    names.validate_bucket_name(bucket)
+    names.validate_object_key(key)
+    # The stat turns a typo into NoSuchKey instead of a "deleted" that deleted nothing.
+    _stat(client, bucket, key)
+    with storage_errors(bucket=bucket, key=key):
+        client.remove_object(bucket, key)
+    logger.info("deleted object in bucket %s", bucket)
+    return {"bucket": bucket, "key": key, "deleted": True}
+
+
+def copy_object(client: Minio, source_bucket: str, source_key: str, bucket: str, key: str) -> dict[str, Any]:
+    """Server-side copy of ``source_bucket/source_key`` to ``bucket/key``."""
+    names.validate_bucket_name(source_bucket)
+    names.validate_object_key(source_key, "source_key")
+    names.validate_bucket_name(bucket)
+    names.validate_object_key(key)
+    _stat(client, source_bucket, source_key)
+    _require_bucket(client, bucket)
+    with storage_errors(bucket=bucket, key=key):
+        # minio switches to a multipart server-side copy for sources over 5 GiB.
+        result = client.copy_object(bucket, key, CopySource(source_bucket, source_key))
+    logger.info("copied object from bucket %s to bucket %s", source_bucket, bucket)
+    return {"bucket": bucket, "key": key, "etag": result.etag, "version_id": result.version_id}
+
+
+def presigned_url(
+    client: Minio,
+    bucket: str,
+    key: str,
+    *,
+    method: str = "GET",
+    expires_seconds: int = 3600,
+) -> dict[str, Any]:
+    """A URL that lets anyone holding it GET or PUT one object until ``expires_at``.
+
+    The URL is a bearer credential: it is returned to the caller and never logged.
+    """
+    names.validate_bucket_name(bucket)
+    names.validate_object_key(key)
+    method = names.validate_method(method)
+    expires_seconds = names.validate_expiry(expires_seconds)
+    # Checked now so a typo fails here, not later in someone's browser.
+    if method == "GET":
+        _stat(client, bucket, key)
+    else:
+        _require_bucket(client, bucket)
+    now = datetime.now(UTC).replace(microsecond=0)
+    expires = timedelta(seconds=expires_seconds)
+    with storage_errors(bucket=bucket, key=key):
+        url = client.get_presigned_url(method, bucket, key, expires=expires, request_date=now)
+    logger.info("presigned a %s URL in bucket %s for %ds", method, bucket, expires_seconds)
+    return {"url": url, "method": method, "expires_at": _iso(now + expires)}
+
+
+def check_credentials(client: Minio) -> None:
+    """Prove the endpoint answers and accepts the credentials (one ListBuckets call).
+
+    Raises ``TenantUnreachable`` saying whether the endpoint could not be reached or refused
+    the credentials.
+    """
+    try:
+        client.list_buckets()
+    except S3Error as exc:
+        if exc.code == "AccessDenied":
+            raise TenantUnreachable(
+                "the object store refused the credentials (AccessDenied on ListBuckets): the keys "
+                "are wrong or lack the s3:ListAllMyBuckets permission"
+            ) from exc
+        error = storage_error(exc)
+        if isinstance(error, TenantUnreachable):
+            raise error from exc
+        raise TenantUnreachable(f"the object store refused the credentials check: {error}") from exc
+    except (MinioException, HTTPError, ValueError, ET.ParseError) as exc:
+        error = storage_error(exc)
+        if isinstance(error, TenantUnreachable):
+            raise error from exc
+        raise TenantUnreachable(f"the object store cannot be used: {error}") from exc
