@@ -49,7 +49,9 @@ class Context:
         self.codec = SecretCodec(self.settings.encryption_keys)
         self.backend = make_backend(args.server, self.settings)
         self.config_type: type[TenantConfig] = self.backend.config_type
-        self.store = TenantStore(self.settings.redis, args.server, self.config_type, self.codec)
+        self.store: TenantStore[TenantConfig] = TenantStore(
+            self.settings.redis, args.server, self.config_type, self.codec
+        )
 
     def emit(self, data: Any, text: str) -> None:
         """Print ``data`` as JSON with --json, else ``text``."""
@@ -141,7 +143,7 @@ def cmd_import(ctx: Context) -> int:
     with source:
         try:
             document = json.load(source)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise InvalidInput(f"{ctx.args.file}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     entries = document.get("tenants") if isinstance(document, dict) else document
     if not isinstance(entries, list):

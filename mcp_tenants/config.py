@@ -276,6 +276,8 @@ _LIMITS: tuple[tuple[str, str, int, int, int], ...] = (
     ("MCP_POOL_MAX_SIZE", "pool_max_size", 8, 1, 1000),
     ("MCP_POOL_TIMEOUT_MS", "pool_timeout_ms", 10_000, 1, 3600 * 1000),
     ("MCP_CONNECT_TIMEOUT_S", "connect_timeout_s", 5, 1, 300),
+    ("MCP_MAX_OPEN_TENANTS", "max_open_tenants", 100, 1, 100_000),
+    ("MCP_TENANT_IDLE_S", "tenant_idle_s", 600, 1, 7 * 24 * 3600),
 )
 
 
@@ -294,6 +296,8 @@ class Settings:
     pool_max_size: int = 8
     pool_timeout_ms: int = 10_000
     connect_timeout_s: int = 5
+    max_open_tenants: int = 100
+    tenant_idle_s: int = 600
     transport: str = "stdio"
     host: str = "127.0.0.1"
     port: int = 8000

@@ -2,7 +2,10 @@
 
 Start-up: connect to Redis (a warning when it is down) → load every stored tenant → load the
 environment's tenants, which win. Lookup: memory → Redis → environment → ``TenantNotFound``.
-Pools and clients ("resources") open lazily on a tenant's first use.
+Pools and clients ("resources") open lazily on a tenant's first use; at most ``max_open`` stay
+open (least recently used closed first), and one idle longer than ``idle_seconds`` is closed the
+next time another resource opens. Changes made by other processes arrive through the store's
+announcements and drop the stale entry, so the next call reloads it from Redis.
 
 Concurrency rules, in one place:
 - ``_lock`` guards ``_entries`` and ``_closed``. It is held only to decide and to publish: no
@@ -17,9 +20,12 @@ Concurrency rules, in one place:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -58,6 +64,7 @@ class _Entry(Generic[C, R]):
     config: C
     source: str  # "env" or "redis"; list() reports "memory" while a write is pending
     resource: R | None = None
+    last_used: float = 0.0
 
 
 class ManagerClosed(TenantsError):
@@ -70,18 +77,24 @@ class TenantManager(Generic[C, R]):
     def __init__(
         self,
         backend: TenantBackend[C, R],
-        store: TenantStore | None,
+        store: TenantStore[C] | None,
         environ: Mapping[str, str] | None = None,
         *,
         guard: HostGuard | None = None,
+        max_open: int = 100,
+        idle_seconds: float = 600.0,
     ) -> None:
         self.backend = backend
         self.store = store
         self.guard = guard or HostGuard()
         self._environ = os.environ if environ is None else environ
+        self._max_open = max_open
+        self._idle_seconds = idle_seconds
         self._lock = threading.Lock()
         self._stripes = [threading.Lock() for _ in range(_STRIPES)]
         self._entries: dict[str, _Entry[C, R]] = {}
+        # Tenants with an open resource, least recently used first.
+        self._open: OrderedDict[str, None] = OrderedDict()
         self._closed = False
 
     # -- life cycle -----------------------------------------------------------------------------
@@ -99,9 +112,11 @@ class TenantManager(Generic[C, R]):
                 logger.error("skipping stored tenant %r: %s", tenant_id, error)
             loaded.update({tid: _Entry(cfg, "redis") for tid, cfg in configs.items()})
         from_env = env_tenants(self.backend.config_type, self._environ)
-        loaded.update({tid: _Entry(cfg, "env") for tid, cfg in from_env.items()})  # type: ignore[misc]
+        loaded.update({tid: _Entry(cfg, "env") for tid, cfg in from_env.items()})  # type: ignore[misc,arg-type]
         with self._lock:
             self._entries.update(loaded)
+        if self.store is not None:
+            self.store.watch(self._on_remote_change)
         logger.info(
             "%s server: %d tenant(s) from Redis, %d from the environment",
             self.backend.server,
@@ -126,6 +141,7 @@ class TenantManager(Generic[C, R]):
             resources = [e.resource for e in self._entries.values() if e.resource is not None]
             for entry in self._entries.values():
                 entry.resource = None
+            self._open.clear()
         # Phase 2, outside it: close them.
         for resource in resources:
             self._close_quietly(resource)
@@ -173,7 +189,7 @@ class TenantManager(Generic[C, R]):
             except StoreUnavailable:
                 stored = None  # fall through to the environment
             if stored is not None:
-                return stored, "redis"  # type: ignore[return-value]
+                return stored, "redis"
         from_env = self.backend.config_type.from_env(tenant_id, self._environ)
         if from_env is not None:
             return from_env, "env"  # type: ignore[return-value]
@@ -191,22 +207,85 @@ class TenantManager(Generic[C, R]):
                 self._check_open()
                 entry = self._entries.get(tenant_id)
                 if entry is not None and entry.config is config and entry.resource is not None:
+                    entry.last_used = time.monotonic()
+                    self._open.move_to_end(tenant_id)
                     return config, entry.resource
             built = self.backend.open(config)  # outside the lock: may be slow
+            evicted: list[R] = []
             with self._lock:
                 entry = self._entries.get(tenant_id)
                 current = not self._closed and entry is not None and entry.config is config
-                if current and entry is not None and entry.resource is None:
-                    entry.resource = built
-                    return config, built
                 winner = entry.resource if current and entry is not None else None
+                if current and entry is not None and winner is None:
+                    entry.resource, entry.last_used = built, time.monotonic()
+                    self._open[tenant_id] = None
+                    evicted = self._take_evictions()
+            for resource in evicted:
+                self._close_quietly(resource)
+            if current and winner is None:
+                return config, built
             self._close_quietly(built)  # lost the race, or the tenant changed meanwhile
             if winner is not None:
                 return config, winner
         self._check_open()
         raise TenantNotFound(f"tenant {tenant_id!r} is being changed concurrently; retry")
 
+    def _take_evictions(self) -> list[R]:
+        """Under ``_lock``: detach resources beyond the cap or idle too long (closed by the caller)."""
+        now = time.monotonic()
+        taken: list[R] = []
+        for tenant_id in list(self._open):
+            entry = self._entries.get(tenant_id)
+            over_cap = len(self._open) > self._max_open
+            idle = entry is not None and now - entry.last_used > self._idle_seconds
+            if not (over_cap or idle or entry is None):
+                break  # the rest were used more recently
+            del self._open[tenant_id]
+            if entry is not None and entry.resource is not None:
+                taken.append(entry.resource)
+                entry.resource = None
+        return taken
+
+    def open_count(self) -> int:
+        """How many tenants have an open pool or client."""
+        with self._lock:
+            return len(self._open)
+
     # -- changes --------------------------------------------------------------------------------
+
+    def _detach(self, tenant_id: str) -> _Entry[C, R] | None:
+        """Under ``_lock``: remove an entry and forget its open resource."""
+        self._open.pop(tenant_id, None)
+        return self._entries.pop(tenant_id, None)
+
+    def _on_remote_change(self, tenant_id: str | None) -> None:
+        """Another process changed ``tenant_id`` (None: maybe anything): drop what is stale."""
+        if tenant_id is None:
+            self._resync()
+            return
+        with self._stripe(tenant_id):
+            with self._lock:
+                entry = self._entries.get(tenant_id)
+                if entry is None or entry.source == "env":
+                    return
+                self._detach(tenant_id)
+            if entry.resource is not None:
+                self._close_quietly(entry.resource)
+        logger.info("tenant %r changed in another process; it is reloaded on next use", tenant_id)
+
+    def _resync(self) -> None:
+        """Drop every cached tenant that no longer matches Redis (after missed announcements)."""
+        assert self.store is not None
+        try:
+            stored, _errors = self.store.load_all()
+        except StoreUnavailable:
+            return
+        with self._lock:
+            stale = [
+                tid for tid, entry in self._entries.items() if entry.source != "env" and stored.get(tid) != entry.config
+            ]
+        for tenant_id in stale:
+            self._on_remote_change(tenant_id)
 
     def is_env_tenant(self, tenant_id: str) -> bool:
         """True when the environment defines ``tenant_id``."""
@@ -239,7 +318,7 @@ class TenantManager(Generic[C, R]):
         with self._stripe(tenant_id):
             with self._lock:
                 self._check_open()
-                old = self._entries.get(tenant_id)
+                old = self._detach(tenant_id)
                 self._entries[tenant_id] = _Entry(config, "redis")
             if old is not None and old.resource is not None:
                 self._close_quietly(old.resource)
@@ -254,7 +333,7 @@ class TenantManager(Generic[C, R]):
         self._refuse_env(tenant_id, "removed")
         with self._stripe(tenant_id):
             with self._lock:
-                entry = self._entries.pop(tenant_id, None)
+                entry = self._detach(tenant_id)
             if entry is not None and entry.resource is not None:
                 self._close_quietly(entry.resource)
             in_store = False
@@ -273,25 +352,37 @@ class TenantManager(Generic[C, R]):
 
     # -- listing --------------------------------------------------------------------------------
 
-    def list(self) -> tuple[list[dict[str, Any]], dict[str, str]]:
-        """Every known tenant (redacted, with its source), and the stored entries that are unreadable."""
+    def list(self, *, limit: int = 100, after: str | None = None) -> tuple[list[dict[str, Any]], str | None, dict]:
+        """A page of known tenants, sorted by id, starting after ``after``.
+
+        Returns (tenants, next cursor or None, unreadable stored entries of this page). Tenants
+        stored by other processes are listed too; only the page's entries are read from Redis.
+        """
         with self._lock:
             self._check_open()
             known = {tid: (e.config, e.source) for tid, e in self._entries.items()}
-        errors: dict[str, str] = {}
+        ids = set(known)
         if self.store is not None:
+            with contextlib.suppress(StoreUnavailable):  # list what this process knows
+                ids |= self.store.ids()
+        ordered = sorted(tid for tid in ids if after is None or tid > after)
+        page, more = ordered[:limit], len(ordered) > limit
+        errors: dict[str, str] = {}
+        missing = [tid for tid in page if tid not in known]
+        if missing and self.store is not None:
             try:
-                stored, corrupt = self.store.load_all()
+                stored, corrupt = self.store.load_many(missing)
             except StoreUnavailable:
                 stored, corrupt = {}, {}
-            for tid, cfg in stored.items():
-                known.setdefault(tid, (cfg, "redis"))  # registered by another process
-            errors = {tid: str(exc) for tid, exc in corrupt.items() if tid not in known}
+            known.update({tid: (cfg, "redis") for tid, cfg in stored.items()})  # another process's
+            errors = {tid: str(exc) for tid, exc in corrupt.items()}
         pending = self.store.pending_ids() if self.store is not None else set()
         tenants = []
-        for tid in sorted(known):
+        for tid in page:
+            if tid not in known:
+                continue
             config, source = known[tid]
             if source != "env":
                 source = "memory" if self.store is None or tid in pending else "redis"
             tenants.append({**config.public(), "source": source})
-        return tenants, errors
+        return tenants, (page[-1] if more and page else None), errors

@@ -231,7 +231,14 @@ def serve(
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     backend = make_backend(settings)
     store = TenantStore(settings.redis, backend.server, backend.config_type, codec)
-    manager = TenantManager(backend, store, os.environ, guard=guard)
+    manager = TenantManager(
+        backend,
+        store,
+        os.environ,
+        guard=guard,
+        max_open=settings.max_open_tenants,
+        idle_seconds=settings.tenant_idle_s,
+    )
     app = TenantServer(prog, settings, instructions=instructions)
     try:
         with manager:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from typing import Any, TypeVar
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
@@ -39,6 +41,11 @@ def key_prefix(server: str) -> str:
     return f"mcp:{server}:tenant:"
 
 
+def events_channel(server: str) -> str:
+    """The pub/sub channel on which every write to a server's tenants is announced."""
+    return f"mcp:{server}:tenant-events"
+
+
 def make_redis_client(settings: RedisSettings, *, timeout: float = 2.0) -> redis.Redis:
     """A Redis client that fails fast: short timeouts and a single retry."""
     options: dict[str, Any] = {
@@ -55,7 +62,7 @@ def make_redis_client(settings: RedisSettings, *, timeout: float = 2.0) -> redis
     return redis.Redis(**kwargs, **options)
 
 
-class TenantStore:
+class TenantStore(Generic[C]):
     """Reads and writes one server's tenant entries in Redis; nothing else.
 
     Thread-safe: ``_lock`` guards only ``_pending`` and the availability state; no Redis call is
@@ -74,6 +81,9 @@ class TenantStore:
     ) -> None:
         self.settings = settings
         self.prefix = key_prefix(server)
+        self.channel = events_channel(server)
+        # Tells this process's own announcements apart from other processes'.
+        self._origin = uuid.uuid4().hex
         self._config_type = config_type
         self._codec = codec
         self._client = client if client is not None else make_redis_client(settings)
@@ -82,6 +92,7 @@ class TenantStore:
         self._pending: dict[str, dict[str, Any] | None] = {}
         self._available: bool | None = None  # None: not tried yet
         self._retry_thread: threading.Thread | None = None
+        self._watch_thread: threading.Thread | None = None
         self._closed = threading.Event()
 
     # -- availability -------------------------------------------------------------------------
@@ -152,6 +163,7 @@ class TenantStore:
                 self._client.delete(self.key(tenant_id))
             else:
                 self._client.set(self.key(tenant_id), json.dumps(entry))
+            self._announce(tenant_id)
             with self._lock:
                 # Only drop it if no newer write for this tenant arrived meanwhile.
                 if tenant_id in self._pending and self._pending[tenant_id] is entry:
@@ -190,7 +202,7 @@ class TenantStore:
             )
         data["tenant_id"] = tenant_id
         try:
-            return self._config_type.from_dict(data)  # type: ignore[return-value]
+            return self._config_type.from_dict(data)
         except InvalidInput as exc:
             raise CorruptEntry(f"tenant {tenant_id!r}: stored entry is invalid: {exc}") from None
 
@@ -236,34 +248,107 @@ class TenantStore:
             with self._lock:
                 self._pending[tenant_id] = entry
             return False
+        self._announce(tenant_id)
         return True
+
+    # -- change announcements -----------------------------------------------------------------
+
+    def _announce(self, tenant_id: str) -> None:
+        """Tell other processes that ``tenant_id`` changed (best effort: they also resync on reconnect)."""
+        try:
+            self._client.publish(self.channel, json.dumps({"tenant_id": tenant_id, "origin": self._origin}))
+        except _REDIS_ERRORS:
+            logger.debug("could not announce a change of tenant %r", tenant_id)
+
+    def watch(self, on_change: Callable[[str | None], None]) -> None:
+        """Call ``on_change(tenant_id)`` when another process changes a tenant, from a daemon thread.
+
+        ``on_change(None)`` means "changes may have been missed" (first subscription after an
+        outage): the receiver should compare everything it holds with Redis.
+        """
+        with self._lock:
+            if self._watch_thread is not None:
+                return
+            self._watch_thread = threading.Thread(
+                target=self._watch_loop, args=(on_change,), name="tenant-store-watch", daemon=True
+            )
+        self._watch_thread.start()
+
+    def _watch_loop(self, on_change: Callable[[str | None], None]) -> None:
+        delay, missed = 0.25, False
+        while not self._closed.is_set():
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(self.channel)
+                if missed:
+                    on_change(None)
+                delay, missed = 0.25, False
+                while not self._closed.is_set():
+                    message = pubsub.get_message(timeout=0.5)
+                    if message is not None:
+                        self._dispatch(message.get("data"), on_change)
+            except (*_REDIS_ERRORS, OSError):
+                missed = True
+                self._closed.wait(delay)
+                delay = min(delay * 2, self._max_backoff)
+            finally:
+                try:
+                    pubsub.close()
+                except (*_REDIS_ERRORS, OSError):
+                    pass
+
+    def _dispatch(self, data: Any, on_change: Callable[[str | None], None]) -> None:
+        try:
+            event = json.loads(data)
+            tenant_id = validate_tenant_id(event["tenant_id"])
+        except (ValueError, TypeError, KeyError, InvalidInput):
+            logger.warning("ignoring a malformed message on %s", self.channel)
+            return
+        if event.get("origin") != self._origin:
+            try:
+                on_change(tenant_id)
+            except Exception:  # the watcher must survive a failing receiver
+                logger.exception("handling a change of tenant %r failed", tenant_id)
+
+    def ids(self) -> set[str]:
+        """Every tenant id stored in Redis (SCAN; keys only), with this process's pending writes applied."""
+        keys = self._call(lambda: list(self._client.scan_iter(match=self.prefix + "*", count=_SCAN_BATCH)))
+        ids = {key[len(self.prefix) :] for key in keys}
+        with self._lock:
+            pending = dict(self._pending)
+        for tenant_id, entry in pending.items():
+            (ids.discard if entry is _DELETE else ids.add)(tenant_id)
+        return ids
 
     def load_all(self) -> tuple[dict[str, C], dict[str, CorruptEntry]]:
         """Every stored config, and an error for each entry that could not be read."""
+        return self.load_many(self.ids())
+
+    def load_many(self, tenant_ids: Iterable[str]) -> tuple[dict[str, C], dict[str, CorruptEntry]]:
+        """The stored configs of ``tenant_ids`` (MGET in batches); missing ones are left out."""
         configs: dict[str, C] = {}
         errors: dict[str, CorruptEntry] = {}
-        keys = list(self._call(lambda: list(self._client.scan_iter(match=self.prefix + "*", count=_SCAN_BATCH))))
-        for start in range(0, len(keys), _SCAN_BATCH):
-            batch = keys[start : start + _SCAN_BATCH]
-            for key, raw in zip(batch, self._call(self._client.mget, batch), strict=True):
-                tenant_id = key[len(self.prefix) :]
+        with self._lock:
+            pending = dict(self._pending)
+        wanted = sorted(tenant_ids)
+        for tenant_id in wanted:
+            if tenant_id in pending and pending[tenant_id] is not _DELETE:
+                # Writes this process still owes Redis win over what Redis holds.
+                configs[tenant_id] = self.decode(tenant_id, json.dumps(pending[tenant_id]))
+        remote = [tid for tid in wanted if tid not in pending]
+        for start in range(0, len(remote), _SCAN_BATCH):
+            batch = remote[start : start + _SCAN_BATCH]
+            values = self._call(self._client.mget, [self.prefix + tid for tid in batch])
+            for tenant_id, raw in zip(batch, values, strict=True):
                 if raw is None:
                     continue  # deleted between SCAN and MGET
                 try:
                     validate_tenant_id(tenant_id)
                     configs[tenant_id] = self.decode(tenant_id, raw)
                 except InvalidInput:
-                    errors[tenant_id] = CorruptEntry(f"key {shown(key)} does not hold a valid tenant id")
+                    errors[tenant_id] = CorruptEntry(f"key {shown(self.prefix + tenant_id)} holds no valid tenant id")
                 except CorruptEntry as exc:
                     errors[tenant_id] = exc
-        # Writes this process still owes Redis win over what Redis holds.
-        with self._lock:
-            pending = dict(self._pending)
-        for tenant_id, entry in pending.items():
-            if entry is _DELETE:
-                configs.pop(tenant_id, None)
-            else:
-                configs[tenant_id] = self.decode(tenant_id, json.dumps(entry))
         return configs, errors
 
     def reseal(self, tenant_id: str) -> bool:
@@ -314,9 +399,10 @@ class TenantStore:
         """Stop retrying and close the Redis connections. Pending writes are lost, with a warning."""
         self._closed.set()
         with self._lock:
-            thread, self._retry_thread = self._retry_thread, None
+            threads = [t for t in (self._retry_thread, self._watch_thread) if t is not None]
+            self._retry_thread = self._watch_thread = None
             lost = sorted(self._pending)
-        if thread is not None:
+        for thread in threads:
             thread.join(timeout=5)
         if lost:
             logger.warning("closing with %d tenant write(s) never persisted to Redis: %s", len(lost), ", ".join(lost))

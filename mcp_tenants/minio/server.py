@@ -7,15 +7,28 @@ from typing import Annotated, Any, Literal
 
 from minio import Minio
 from pydantic import Field, WithJsonSchema
-from typing_extensions import TypedDict
 
 from mcp_tenants.errors import AccessDenied
 from mcp_tenants.minio import tools
+from mcp_tenants.minio.results import (
+    BucketCreated,
+    BucketDeleted,
+    BucketsResult,
+    ListTenantsResult,
+    ObjectContent,
+    ObjectCopied,
+    ObjectDeleted,
+    ObjectsPage,
+    ObjectStat,
+    ObjectWritten,
+    PresignedUrl,
+    RegisterResult,
+)
 from mcp_tenants.minio.tenant import MinioBackend, MinioTenant
 from mcp_tenants.registry import TenantManager
 from mcp_tenants.server import DELETES, READS, WRITES, TenantServer, serve
+from mcp_tenants.tenant_tools import TenantId, add_tenant_tools
 
-TenantId = Annotated[str, Field(description="Tenant id: 1-64 of a-z, 0-9, '_', '-'")]
 Bucket = Annotated[str, Field(description="Bucket name (S3 rules: 3-63 of a-z, 0-9, '.', '-')")]
 Key = Annotated[str, Field(description="Object key (1-1024 bytes of UTF-8)")]
 
@@ -25,35 +38,11 @@ INSTRUCTIONS = (
 )
 
 
-class TenantInfo(TypedDict, total=False):
-    tenant_id: str
-    endpoint: str
-    access_key: str
-    secure: bool
-    region: str | None
-    access: str
-    source: str
-
-
-class RegisterResult(TypedDict):
-    tenant: TenantInfo
-    persisted: bool
-
-
-class ListTenantsResult(TypedDict):
-    tenants: list[TenantInfo]
-    unreadable: dict[str, str]
-
-
-class RemoveResult(TypedDict):
-    tenant_id: str
-    removed: bool
-    persisted: bool
-
-
 def add_tools(app: TenantServer, manager: TenantManager[MinioTenant, Minio]) -> None:
     """Register the MinIO tools on ``app``."""
     settings = app.settings
+
+    add_tenant_tools(app, manager, ListTenantsResult)
 
     def client(tenant_id: str, *, write: bool = False) -> Minio:
         config, minio_client = manager.resource(tenant_id)
@@ -91,31 +80,19 @@ def add_tools(app: TenantServer, manager: TenantManager[MinioTenant, Minio]) -> 
         persisted = manager.register(config)
         return {"tenant": config.public(), "persisted": persisted}  # type: ignore[typeddict-item]
 
-    @app.tool(READS, title="List tenants")
-    def list_tenants() -> ListTenantsResult:
-        """Every tenant with its source (env, redis, or memory when not yet persisted); no secrets."""
-        tenants, unreadable = manager.list()
-        return {"tenants": tenants, "unreadable": unreadable}  # type: ignore[typeddict-item]
-
-    @app.tool(DELETES, title="Remove a tenant")
-    def remove_tenant(tenant_id: TenantId) -> RemoveResult:
-        """Remove a registered tenant and delete it from Redis. Environment tenants are refused."""
-        persisted = manager.remove(tenant_id)
-        return {"tenant_id": tenant_id, "removed": True, "persisted": persisted}
-
     @app.tool(READS, title="List buckets")
-    def list_buckets(tenant_id: TenantId) -> dict[str, Any]:
+    def list_buckets(tenant_id: TenantId) -> BucketsResult:
         """The tenant's buckets with their creation time."""
         return tools.list_buckets(client(tenant_id))
 
     @app.tool(WRITES, title="Create a bucket")
-    def create_bucket(tenant_id: TenantId, bucket: Bucket) -> dict[str, Any]:
+    def create_bucket(tenant_id: TenantId, bucket: Bucket) -> BucketCreated:
         """Create a bucket (read-write tenants only)."""
         config = manager.get(tenant_id)
         return tools.create_bucket(client(tenant_id, write=True), bucket, region=config.region)
 
     @app.tool(DELETES, title="Delete an empty bucket")
-    def delete_bucket(tenant_id: TenantId, bucket: Bucket) -> dict[str, Any]:
+    def delete_bucket(tenant_id: TenantId, bucket: Bucket) -> BucketDeleted:
         """Delete a bucket; refuses a bucket that still holds objects (read-write tenants only)."""
         return tools.delete_bucket(client(tenant_id, write=True), bucket)
 
@@ -127,7 +104,7 @@ def add_tools(app: TenantServer, manager: TenantManager[MinioTenant, Minio]) -> 
         recursive: Annotated[bool, Field(description="false: stop at '/' and return common prefixes")] = True,
         max_keys: Annotated[int, Field(description="Page size", ge=1)] = 1000,
         start_after: Annotated[str | None, Field(description="Continue after this key (next_start_after)")] = None,
-    ) -> dict[str, Any]:
+    ) -> ObjectsPage:
         """One page of objects (key, size, last_modified, etag) and common prefixes; truncated=true
         means call again with start_after=next_start_after."""
         return tools.list_objects(
@@ -141,7 +118,7 @@ def add_tools(app: TenantServer, manager: TenantManager[MinioTenant, Minio]) -> 
         )
 
     @app.tool(READS, title="Object metadata")
-    def stat_object(tenant_id: TenantId, bucket: Bucket, key: Key) -> dict[str, Any]:
+    def stat_object(tenant_id: TenantId, bucket: Bucket, key: Key) -> ObjectStat:
         """Size, etag, content type, last modified and user metadata of an object."""
         return tools.stat_object(client(tenant_id), bucket, key)
 
@@ -152,7 +129,7 @@ def add_tools(app: TenantServer, manager: TenantManager[MinioTenant, Minio]) -> 
         key: Key,
         offset: Annotated[int, Field(description="First byte to read", ge=0)] = 0,
         length: Annotated[int | None, Field(description="Bytes to read (capped)", ge=1)] = None,
-    ) -> dict[str, Any]:
+    ) -> ObjectContent:
         """Object content: text when it is UTF-8, else base64. At most MCP_OBJECT_MAX_BYTES per call;
         truncated=true tells how to read the rest (offset=next_offset, or presigned_url)."""
         return tools.get_object(
@@ -167,21 +144,21 @@ def add_tools(app: TenantServer, manager: TenantManager[MinioTenant, Minio]) -> 
         content: Annotated[str, Field(description="The content, as text or base64")],
         encoding: Literal["text", "base64"] = "text",
         content_type: Annotated[str | None, Field(description="MIME type; guessed from the key when omitted")] = None,
-    ) -> dict[str, Any]:
+    ) -> ObjectWritten:
         """Create or replace an object (read-write tenants only)."""
         return tools.put_object(
             client(tenant_id, write=True), bucket, key, content, encoding=encoding, content_type=content_type
         )
 
     @app.tool(DELETES, title="Delete an object")
-    def delete_object(tenant_id: TenantId, bucket: Bucket, key: Key) -> dict[str, Any]:
+    def delete_object(tenant_id: TenantId, bucket: Bucket, key: Key) -> ObjectDeleted:
         """Delete an object (read-write tenants only)."""
         return tools.delete_object(client(tenant_id, write=True), bucket, key)
 
     @app.tool(WRITES, title="Copy an object")
     def copy_object(
         tenant_id: TenantId, source_bucket: Bucket, source_key: Key, bucket: Bucket, key: Key
-    ) -> dict[str, Any]:
+    ) -> ObjectCopied:
         """Copy an object server-side, within the tenant (read-write tenants only)."""
         return tools.copy_object(client(tenant_id, write=True), source_bucket, source_key, bucket, key)
 
@@ -192,7 +169,7 @@ def add_tools(app: TenantServer, manager: TenantManager[MinioTenant, Minio]) -> 
         key: Key,
         method: Literal["GET", "PUT"] = "GET",
         expires_seconds: Annotated[int, Field(description="1 s to 7 days", ge=1, le=7 * 24 * 3600)] = 3600,
-    ) -> dict[str, Any]:
+    ) -> PresignedUrl:
         """A time-limited URL to download (GET) or upload (PUT) an object without credentials.
         PUT needs a read-write tenant."""
         minio_client = client(tenant_id, write=method == "PUT")

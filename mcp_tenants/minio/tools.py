@@ -25,6 +25,18 @@ from mcp_tenants.errors import InvalidInput, StorageError, TenantUnreachable
 from mcp_tenants.minio import names
 from mcp_tenants.minio.client import missing_bucket_error, storage_error, storage_errors
 from mcp_tenants.minio.listing import first_entries
+from mcp_tenants.minio.results import (
+    BucketCreated,
+    BucketDeleted,
+    BucketsResult,
+    ObjectContent,
+    ObjectCopied,
+    ObjectDeleted,
+    ObjectsPage,
+    ObjectStat,
+    ObjectWritten,
+    PresignedUrl,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -62,14 +74,14 @@ def _stat(client: Minio, bucket: str, key: str) -> Object:
         raise
 
 
-def list_buckets(client: Minio) -> dict[str, Any]:
+def list_buckets(client: Minio) -> BucketsResult:
     """The tenant's buckets with their creation time."""
     with storage_errors():
         buckets = client.list_buckets()
     return {"buckets": [{"name": b.name, "created": _iso(b.creation_date)} for b in buckets]}
 
 
-def create_bucket(client: Minio, bucket: str, *, region: str | None = None) -> dict[str, Any]:
+def create_bucket(client: Minio, bucket: str, *, region: str | None = None) -> BucketCreated:
     """Create ``bucket``; an existing bucket is an error, never silently reused."""
     names.validate_bucket_name(bucket)
     # AWS us-east-1 answers 200 to re-creating one's own bucket; checking first gives every
@@ -82,7 +94,7 @@ def create_bucket(client: Minio, bucket: str, *, region: str | None = None) -> d
     return {"bucket": bucket, "created": True}
 
 
-def delete_bucket(client: Minio, bucket: str) -> dict[str, Any]:
+def delete_bucket(client: Minio, bucket: str) -> BucketDeleted:
     """Delete an empty bucket; a bucket holding objects is refused."""
     names.validate_bucket_name(bucket)
     with storage_errors(bucket=bucket):
@@ -118,7 +130,7 @@ def list_objects(
     max_keys: int = 1000,
     start_after: str | None = None,
     max_keys_cap: int,
-) -> dict[str, Any]:
+) -> ObjectsPage:
     """One page of keys (and, when not recursive, common prefixes) in lexicographic order.
 
     The page holds at most ``min(max_keys, max_keys_cap)`` entries, objects and prefixes together.
@@ -139,7 +151,7 @@ def list_objects(
     return {
         "objects": [
             {
-                "key": entry.object_name,
+                "key": entry.object_name or "",
                 "size": entry.size,
                 "last_modified": _iso(entry.last_modified),
                 "etag": entry.etag,
@@ -147,13 +159,13 @@ def list_objects(
             for entry in page
             if not entry.is_dir
         ],
-        "prefixes": [entry.object_name for entry in page if entry.is_dir],
+        "prefixes": [entry.object_name or "" for entry in page if entry.is_dir],
         "truncated": truncated,
         "next_start_after": page[-1].object_name if truncated else None,
     }
 
 
-def stat_object(client: Minio, bucket: str, key: str) -> dict[str, Any]:
+def stat_object(client: Minio, bucket: str, key: str) -> ObjectStat:
     """Size, type, timestamps and user metadata of one object, without its content."""
     names.validate_bucket_name(bucket)
     names.validate_object_key(key)
@@ -184,7 +196,7 @@ def get_object(
     offset: int = 0,
     length: int | None = None,
     max_bytes: int,
-) -> dict[str, Any]:
+) -> ObjectContent:
     """Read at most ``max_bytes`` of an object from ``offset``, as text or base64.
 
     ``truncated`` is true when fewer bytes than asked for (``length``, or up to the end) came
@@ -262,7 +274,7 @@ def put_object(
     *,
     encoding: str = "text",
     content_type: str | None = None,
-) -> dict[str, Any]:
+) -> ObjectWritten:
     """Write ``content`` (text, or base64 for binary) to ``key``, replacing any existing object."""
     names.validate_bucket_name(bucket)
     names.validate_object_key(key)
@@ -281,7 +293,7 @@ def put_object(
     }
 
 
-def delete_object(client: Minio, bucket: str, key: str) -> dict[str, Any]:
+def delete_object(client: Minio, bucket: str, key: str) -> ObjectDeleted:
     """Delete one object; a missing key is reported (S3 itself would succeed silently)."""
     names.validate_bucket_name(bucket)
     names.validate_object_key(key)
@@ -293,7 +305,7 @@ def delete_object(client: Minio, bucket: str, key: str) -> dict[str, Any]:
     return {"bucket": bucket, "key": key, "deleted": True}
 
 
-def copy_object(client: Minio, source_bucket: str, source_key: str, bucket: str, key: str) -> dict[str, Any]:
+def copy_object(client: Minio, source_bucket: str, source_key: str, bucket: str, key: str) -> ObjectCopied:
     """Server-side copy of ``source_bucket/source_key`` to ``bucket/key``."""
     names.validate_bucket_name(source_bucket)
     names.validate_object_key(source_key, "source_key")
@@ -315,7 +327,7 @@ def presigned_url(
     *,
     method: str = "GET",
     expires_seconds: int = 3600,
-) -> dict[str, Any]:
+) -> PresignedUrl:
     """A URL that lets anyone holding it GET or PUT one object until ``expires_at``.
 
     The URL is a bearer credential: it is returned to the caller and never logged.

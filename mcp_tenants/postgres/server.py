@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from psycopg import Connection
 from pydantic import Field, WithJsonSchema
 from typing_extensions import TypedDict
 
@@ -14,9 +12,9 @@ from mcp_tenants.errors import AccessDenied
 from mcp_tenants.postgres import tools
 from mcp_tenants.postgres.tenant import PostgresBackend, PostgresTenant, checkout
 from mcp_tenants.registry import TenantManager
-from mcp_tenants.server import DELETES, READS, WRITES, TenantServer, serve
+from mcp_tenants.server import READS, WRITES, TenantServer, serve
+from mcp_tenants.tenant_tools import TenantId, add_tenant_tools
 
-TenantId = Annotated[str, Field(description="Tenant id: 1-64 of a-z, 0-9, '_', '-'")]
 Schema = Annotated[str, Field(description="Schema name", min_length=1, max_length=63)]
 Sql = Annotated[
     str, Field(description="One SQL statement; use $1, $2, ... for parameters", min_length=1, max_length=1_000_000)
@@ -47,13 +45,8 @@ class RegisterResult(TypedDict):
 
 class ListTenantsResult(TypedDict):
     tenants: list[TenantInfo]
+    next_cursor: str | None
     unreadable: dict[str, str]
-
-
-class RemoveResult(TypedDict):
-    tenant_id: str
-    removed: bool
-    persisted: bool
 
 
 class Column(TypedDict):
@@ -70,7 +63,7 @@ class QueryResult(TypedDict):
 
 class ExecuteResult(TypedDict):
     status: str
-    rowcount: int
+    rowcount: int | None
 
 
 class SchemasResult(TypedDict):
@@ -90,11 +83,7 @@ def add_tools(app: TenantServer, manager: TenantManager[PostgresTenant, Any]) ->
     """Register the PostgreSQL tools on ``app``."""
     settings = app.settings
 
-    @contextmanager
-    def connect(tenant_id: str) -> Iterator[tuple[PostgresTenant, Connection[Any]]]:
-        config, pool = manager.resource(tenant_id)
-        with checkout(pool, config) as conn:
-            yield config, conn
+    add_tenant_tools(app, manager, ListTenantsResult)
 
     @app.tool(WRITES, title="Register a PostgreSQL tenant")
     def register_tenant(
@@ -127,28 +116,16 @@ def add_tools(app: TenantServer, manager: TenantManager[PostgresTenant, Any]) ->
         persisted = manager.register(config)
         return {"tenant": config.public(), "persisted": persisted}  # type: ignore[typeddict-item]
 
-    @app.tool(READS, title="List tenants")
-    def list_tenants() -> ListTenantsResult:
-        """Every tenant with its source (env, redis, or memory when not yet persisted); no secrets."""
-        tenants, unreadable = manager.list()
-        return {"tenants": tenants, "unreadable": unreadable}  # type: ignore[typeddict-item]
-
-    @app.tool(DELETES, title="Remove a tenant")
-    def remove_tenant(tenant_id: TenantId) -> RemoveResult:
-        """Remove a registered tenant: close its pool and delete it from Redis. Environment tenants are refused."""
-        persisted = manager.remove(tenant_id)
-        return {"tenant_id": tenant_id, "removed": True, "persisted": persisted}
-
     @app.tool(READS, title="List schemas")
     def list_schemas(tenant_id: TenantId) -> SchemasResult:
         """The schemas of the tenant's database."""
-        with connect(tenant_id) as (_config, conn):
+        with checkout(manager, tenant_id) as (_config, conn):
             return tools.list_schemas(conn)  # type: ignore[return-value]
 
     @app.tool(READS, title="List tables")
     def list_tables(tenant_id: TenantId, schema: Schema = "public") -> TablesResult:
         """Tables, views and other relations of a schema, with their kind and estimated row count."""
-        with connect(tenant_id) as (_config, conn):
+        with checkout(manager, tenant_id) as (_config, conn):
             return {"schema": schema, **tools.list_tables(conn, schema)}  # type: ignore[typeddict-item]
 
     @app.tool(READS, title="Describe a table")
@@ -158,7 +135,7 @@ def add_tools(app: TenantServer, manager: TenantManager[PostgresTenant, Any]) ->
         schema: Schema = "public",
     ) -> dict[str, Any]:
         """Columns (type, nullable, default, comment), primary key, indexes and foreign keys both ways."""
-        with connect(tenant_id) as (_config, conn):
+        with checkout(manager, tenant_id) as (_config, conn):
             return tools.describe_table(conn, schema, table)
 
     @app.tool(READS, title="Run a read-only query")
@@ -174,7 +151,7 @@ def add_tools(app: TenantServer, manager: TenantManager[PostgresTenant, Any]) ->
         (bytea as base64, timestamps ISO 8601).
         """
         limit = min(max_rows or settings.query_max_rows, settings.query_max_rows)
-        with connect(tenant_id) as (_config, conn):
+        with checkout(manager, tenant_id) as (_config, conn):
             return tools.query(  # type: ignore[return-value]
                 conn,
                 sql,
@@ -192,7 +169,7 @@ def add_tools(app: TenantServer, manager: TenantManager[PostgresTenant, Any]) ->
                 f'tenant {tenant_id!r} is read-only: register it with access="read-write" '
                 f"(or set POSTGRES_TENANT_{tenant_id.upper()}_ACCESS=read-write) to allow execute"
             )
-        with connect(tenant_id) as (_config, conn):
+        with checkout(manager, tenant_id) as (_config, conn):
             return tools.execute(  # type: ignore[return-value]
                 conn, sql, list(params), statement_timeout_ms=settings.statement_timeout_ms
             )
@@ -204,7 +181,7 @@ def add_tools(app: TenantServer, manager: TenantManager[PostgresTenant, Any]) ->
         analyze: Annotated[bool, Field(description="Run the statement to measure it (always rolled back)")] = False,
     ) -> PlanResult:
         """The plan of a statement as JSON (EXPLAIN FORMAT JSON); with analyze, measured and rolled back."""
-        with connect(tenant_id) as (config, conn):
+        with checkout(manager, tenant_id) as (config, conn):
             return tools.explain_query(  # type: ignore[return-value]
                 conn,
                 sql,

@@ -14,6 +14,9 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 from mcp_tenants.config import Settings, TenantConfig, parse_int, redact, shown
 from mcp_tenants.errors import InvalidInput, TenantBusy, TenantNotFound, TenantUnreachable
 from mcp_tenants.postgres.tools import reset_connection
+from mcp_tenants.registry import TenantManager
+
+Connection = psycopg.Connection[Any]
 
 logger = logging.getLogger(__name__)
 
@@ -131,17 +134,26 @@ class PostgresBackend:
 
 
 @contextmanager
-def checkout(pool: ConnectionPool, config: PostgresTenant) -> Iterator[psycopg.Connection[Any]]:
-    """A connection from the tenant's pool, with pool failures as errors a person can act on."""
-    try:
-        with pool.connection() as conn:
-            yield conn
-    except PoolTimeout:
-        raise TenantBusy(
-            f"tenant {config.tenant_id!r} is busy: all {pool.max_size} connections stayed in use for "
-            f"{pool.timeout:g} s, or the database cannot be reached; retry later"
-        ) from None
-    except PoolClosed:
-        raise TenantNotFound(f"tenant {config.tenant_id!r} was removed or changed during the call; retry") from None
-    except psycopg.OperationalError as exc:
-        raise TenantUnreachable(describe_connect_error(config, exc)) from None
+def checkout(
+    manager: TenantManager[PostgresTenant, ConnectionPool], tenant_id: str
+) -> Iterator[tuple[PostgresTenant, Connection]]:
+    """The tenant's config and a connection from its pool, with failures a person can act on."""
+    for _attempt in range(3):
+        config, pool = manager.resource(tenant_id)
+        try:
+            conn = pool.getconn()
+        except PoolClosed:
+            continue  # evicted or replaced between lookup and checkout: look it up again
+        except PoolTimeout:
+            raise TenantBusy(
+                f"tenant {tenant_id!r} is busy: all {pool.max_size} connections stayed in use for "
+                f"{pool.timeout:g} s, or the database cannot be reached; retry later"
+            ) from None
+        except psycopg.OperationalError as exc:
+            raise TenantUnreachable(describe_connect_error(config, exc)) from None
+        try:
+            yield config, conn
+        finally:
+            pool.putconn(conn)
+        return
+    raise TenantNotFound(f"tenant {tenant_id!r} was removed or changed during the call; retry")

@@ -143,3 +143,52 @@ def test_redis_down_registers_in_memory_and_still_serves(make_server, s3_service
 
     server.run(scenario)
     assert "unavailable" in server.logs()
+
+
+def test_every_tool_answers_through_mcp_with_its_output_schema(make_server, s3_service):
+    server = make_server(MCP_OBJECT_MAX_BYTES="1000", MCP_LIST_MAX_KEYS="2")
+    bucket = f"all-{uuid.uuid4().hex[:12]}"
+
+    async def scenario(session: Session):
+        listed = {t.name: t for t in (await session.client.list_tools()).tools}
+        assert len(listed) == 13 and all(t.output_schema and t.annotations for t in listed.values())
+        assert listed["get_object"].annotations.read_only_hint
+        assert listed["delete_bucket"].annotations.destructive_hint
+        await session.call("register_tenant", **register_args(s3_service, access="read-write"))
+        assert (await session.call("create_bucket", tenant_id="media", bucket=bucket))["created"] is True
+        for key in ("a.txt", "dir/b.txt", "dir/c.txt"):
+            await session.call("put_object", tenant_id="media", bucket=bucket, key=key, content="x" * 1500)
+        first = await session.call("list_objects", tenant_id="media", bucket=bucket, max_keys=10)
+        assert len(first["objects"]) == 2 and first["truncated"] is True  # capped by MCP_LIST_MAX_KEYS
+        rest = await session.call(
+            "list_objects", tenant_id="media", bucket=bucket, start_after=first["next_start_after"]
+        )
+        assert [o["key"] for o in first["objects"] + rest["objects"]] == ["a.txt", "dir/b.txt", "dir/c.txt"]
+        shallow = await session.call("list_objects", tenant_id="media", bucket=bucket, recursive=False)
+        assert shallow["prefixes"] == ["dir/"]
+        stat = await session.call("stat_object", tenant_id="media", bucket=bucket, key="a.txt")
+        assert stat["size"] == 1500 and stat["content_type"].startswith("text/plain")
+        part = await session.call("get_object", tenant_id="media", bucket=bucket, key="a.txt")
+        assert (part["length"], part["truncated"], part["next_offset"]) == (1000, True, 1000)
+        assert "offset" in part["hint"]
+        tail = await session.call("get_object", tenant_id="media", bucket=bucket, key="a.txt", offset=1000)
+        assert (tail["length"], tail["truncated"]) == (500, False)
+        copied = await session.call(
+            "copy_object", tenant_id="media", source_bucket=bucket, source_key="a.txt", bucket=bucket, key="copy.txt"
+        )
+        assert copied["key"] == "copy.txt"
+        url = await session.call("presigned_url", tenant_id="media", bucket=bucket, key="copy.txt", expires_seconds=60)
+        assert url["url"].startswith("http://") and url["method"] == "GET"
+        assert "expires" in await session.fail(
+            "presigned_url", tenant_id="media", bucket=bucket, key="copy.txt", expires_seconds=8 * 24 * 3600
+        )
+        assert "not empty" in await session.fail("delete_bucket", tenant_id="media", bucket=bucket)
+        for key in ("a.txt", "dir/b.txt", "dir/c.txt", "copy.txt"):
+            await session.call("delete_object", tenant_id="media", bucket=bucket, key=key)
+        assert (await session.call("delete_bucket", tenant_id="media", bucket=bucket))["deleted"] is True
+        assert "bucket" in await session.fail("create_bucket", tenant_id="media", bucket="Bad_Name")
+        return session.transcript
+
+    transcript = server.run(scenario)
+    assert not any("X-Amz-Signature" in text for text in server.logs().splitlines())
+    assert all(s3_service.secret_key not in text for text in transcript)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
 
 from mcp_tenants.devservices import RedisService, free_ports
 
-from .stdio import ServerProcess, Session
+from .stdio import ServerProcess, Session, ToolFailed
 
 MODULE = "mcp_tenants.postgres"
 
@@ -210,3 +211,83 @@ def test_bad_tenant_ids_get_a_clear_error_and_touch_nothing(make_server, redis_d
 
     server.run(scenario)
     assert redis_db.client.keys("*") == []
+
+
+def test_change_and_removal_in_one_process_reach_a_running_other_process(make_server, pg_database):
+    one, two = make_server(), make_server()
+
+    async def eventually(check, seconds=5.0):
+        """Poll ``check`` until it returns truthy (a hang guard; the bench measures the delay)."""
+        deadline = asyncio.get_running_loop().time() + seconds
+        while True:
+            result = await check()
+            if result or asyncio.get_running_loop().time() > deadline:
+                return result
+            await asyncio.sleep(0.05)
+
+    async def main():
+        async with one.connect() as c1, two.connect() as c2:
+            s1, s2 = Session(c1), Session(c2)
+            await s1.call("register_tenant", **register_args(pg_database, tenant_id="moving"))
+            assert (await s2.call("query", tenant_id="moving", sql="SELECT 1"))["rows"] == [[1]]
+            assert "read-only" in await s2.fail("execute", tenant_id="moving", sql="CREATE TABLE x (i int)")
+            await s1.call("register_tenant", **register_args(pg_database, tenant_id="moving", access="read-write"))
+
+            async def writable():
+                try:
+                    await s2.call("execute", tenant_id="moving", sql="CREATE TABLE IF NOT EXISTS x (i int)")
+                    return True
+                except ToolFailed:
+                    return False
+
+            assert await eventually(writable), "the other process kept the old read-only config"
+            await s1.call("remove_tenant", tenant_id="moving")
+
+            async def refused():
+                try:
+                    await s2.call("query", tenant_id="moving", sql="SELECT 1")
+                    return False
+                except ToolFailed as exc:
+                    return "unknown tenant" in str(exc)
+
+            assert await eventually(refused), "the other process kept serving a removed tenant"
+
+    asyncio.run(main())
+
+
+def test_every_tool_answers_through_mcp_with_its_output_schema(make_server, pg_database):
+    server = make_server()
+
+    async def scenario(session: Session):
+        listed = {t.name: t for t in (await session.client.list_tools()).tools}
+        assert set(listed) == {
+            "register_tenant", "list_tenants", "remove_tenant", "list_schemas", "list_tables",
+            "describe_table", "query", "execute", "explain_query",
+        }
+        assert all(t.output_schema and t.annotations for t in listed.values())
+        assert listed["query"].annotations.read_only_hint and listed["remove_tenant"].annotations.destructive_hint
+        await session.call("register_tenant", **register_args(pg_database, tenant_id="rw", access="read-write"))
+        created = await session.call(
+            "execute", tenant_id="rw",
+            sql="CREATE TABLE parent (id int PRIMARY KEY, name text NOT NULL DEFAULT 'x')",
+        )
+        assert created["status"] == "CREATE TABLE"
+        inserted = await session.call(
+            "execute", tenant_id="rw", sql="INSERT INTO parent VALUES ($1, $2), ($3, $4)", params=[1, "a", 2, "b"]
+        )
+        assert (inserted["status"], inserted["rowcount"]) == ("INSERT 0 2", 2)
+        assert "public" in (await session.call("list_schemas", tenant_id="rw"))["schemas"]
+        tables = (await session.call("list_tables", tenant_id="rw"))["tables"]
+        assert [t["name"] for t in tables] == ["parent"]
+        described = await session.call("describe_table", tenant_id="rw", table="parent")
+        assert described["primary_key"] == ["id"]
+        assert [c["name"] for c in described["columns"]] == ["id", "name"]
+        plan = await session.call("explain_query", tenant_id="rw", sql="SELECT * FROM parent WHERE id = 1")
+        assert "Plan" in json.dumps(plan["plan"])
+        rows = await session.call("query", tenant_id="rw", sql="SELECT name FROM parent ORDER BY id", max_rows=1)
+        assert (rows["rows"], rows["truncated"]) == ([["a"]], True)
+        page = await session.call("list_tenants", limit=1)
+        assert [t["tenant_id"] for t in page["tenants"]] == ["rw"] and page["next_cursor"] is None
+        assert (await session.call("remove_tenant", tenant_id="rw"))["removed"] is True
+
+    server.run(scenario)

@@ -10,11 +10,15 @@ import pytest
 from mcp_tenants.config import RedisSettings
 from mcp_tenants.crypto import SecretCodec
 from mcp_tenants.errors import InvalidInput, TenantNotFound, TenantProtected, TenantUnreachable
+from mcp_tenants.hostguard import HostGuard
 from mcp_tenants.postgres.tenant import PostgresTenant
 from mcp_tenants.registry import ManagerClosed, TenantManager
 from mcp_tenants.store import TenantStore
 
 from .fakes import FakeBackend
+
+# Host names in these tests are made up: resolving them would only wait on DNS.
+NO_DNS = HostGuard(resolver=lambda host: [])
 
 ENV = {
     "POSTGRES_TENANT_ENVY_HOST": "env-host",
@@ -37,7 +41,7 @@ def make_manager(server, environ=ENV):
     client = fakeredis.FakeRedis(server=server, decode_responses=True)
     store = TenantStore(RedisSettings(), "postgres", PostgresTenant, SecretCodec(), client=client, max_backoff=0.05)
     backend = FakeBackend(PostgresTenant)
-    return TenantManager(backend, store, environ).open(), backend
+    return TenantManager(backend, store, environ, guard=NO_DNS).open(), backend
 
 
 def test_startup_loads_redis_then_env_and_env_wins(server):
@@ -49,7 +53,7 @@ def test_startup_loads_redis_then_env_and_env_wins(server):
     assert manager.get("envy").host == "env-host"
     assert manager.get("stored").host == "db"
     assert backend.opened == []  # pools open lazily, not at start-up
-    tenants, unreadable = manager.list()
+    tenants, _cursor, unreadable = manager.list()
     assert {t["tenant_id"]: t["source"] for t in tenants} == {"envy": "env", "stored": "redis"}
     assert unreadable == {}
 
@@ -124,7 +128,7 @@ def test_redis_outage_registers_in_memory_and_persists_later(server):
     manager, _ = make_manager(server)
     server.connected = False
     assert manager.register(tenant("offline")) is False
-    tenants, _ = manager.list()
+    tenants, _, _ = manager.list()
     assert {t["tenant_id"]: t["source"] for t in tenants}["offline"] == "memory"
     assert manager.get("offline").host == "db"
     server.connected = True
@@ -189,3 +193,77 @@ def test_fifty_threads_register_lookup_and_remove_without_loss_or_tear(server):
     # Every resource still published belongs to a live entry; all others were closed.
     live = {id(e.resource) for e in manager._entries.values() if e.resource is not None}
     assert all(r.closed for r in backend.opened if id(r) not in live)
+
+
+def test_open_resources_are_capped_least_recently_used_first(server):
+    client = fakeredis.FakeRedis(server=server, decode_responses=True)
+    store = TenantStore(RedisSettings(), "postgres", PostgresTenant, SecretCodec(), client=client)
+    backend = FakeBackend(PostgresTenant)
+    manager = TenantManager(backend, store, {}, guard=NO_DNS, max_open=3).open()
+    for i in range(5):
+        manager.register(tenant(f"t{i}"))
+    for tid in ("t0", "t1", "t2"):
+        manager.resource(tid)
+    manager.resource("t0")  # t0 is now the most recently used
+    manager.resource("t3")  # over the cap: t1 goes
+    assert manager.open_count() == 3
+    closed = {r.config.tenant_id for r in backend.opened if r.closed}
+    assert closed == {"t1"}
+    _, again = manager.resource("t1")  # reopened on demand
+    assert not again.closed and manager.open_count() == 3
+    manager.close()
+
+
+def test_idle_resources_close_when_another_opens(server):
+    client = fakeredis.FakeRedis(server=server, decode_responses=True)
+    store = TenantStore(RedisSettings(), "postgres", PostgresTenant, SecretCodec(), client=client)
+    backend = FakeBackend(PostgresTenant)
+    manager = TenantManager(backend, store, {}, guard=NO_DNS, idle_seconds=0.05).open()
+    manager.register(tenant("old"))
+    manager.register(tenant("new"))
+    _, old = manager.resource("old")
+    threading.Event().wait(0.1)
+    manager.resource("new")
+    assert old.closed and manager.open_count() == 1
+    manager.close()
+
+
+def test_change_in_another_process_drops_the_stale_entry(server):
+    one, _ = make_manager(server)
+    two, _ = make_manager(server)
+    one.register(tenant("moving", host="db-old"))
+    _, stale = two.resource("moving")
+    one.register(tenant("moving", host="db-new"))
+    for _ in range(200):  # the announcement arrives on the watcher thread
+        if stale.closed:
+            break
+        threading.Event().wait(0.01)
+    assert stale.closed
+    assert two.get("moving").host == "db-new"
+    one.remove("moving")
+    for _ in range(200):
+        try:
+            two.get("moving")
+        except TenantNotFound:
+            break
+        threading.Event().wait(0.01)
+    with pytest.raises(TenantNotFound):
+        two.get("moving")
+    one.close()
+    two.close()
+
+
+def test_list_pages_by_cursor_and_includes_other_processes_tenants(server):
+    one, _ = make_manager(server)
+    other, _ = make_manager(server, environ={})
+    for i in range(7):
+        other.register(tenant(f"p{i}"))
+    seen, cursor = [], None
+    while True:
+        page, cursor, _ = one.list(limit=3, after=cursor)
+        assert len(page) <= 3
+        seen += [t["tenant_id"] for t in page]
+        if cursor is None:
+            break
+    assert seen == ["envy"] + [f"p{i}" for i in range(7)]
+    assert all("password" not in t for t in page)
