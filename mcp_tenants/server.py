@@ -6,27 +6,40 @@ Each tool is a plain synchronous function, run in one bounded, named thread pool
 concurrent handlers is capped in one place. The async wrapper around each tool is also the one
 error boundary: the project's typed errors become tool errors with their (redacted) message, and
 anything else becomes a generic "internal error" with details only in the server log.
+
+While a tool runs, the wrapper also keeps the client informed: a call that takes longer than a
+second sends a progress notification every second (when the client asked for progress), and log
+records our code emits on the worker thread during the call are forwarded to the client as MCP
+log messages at or above the level the client chose (``logging/setLevel``, or the per-request
+level of newer protocol versions).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import contextvars
 import functools
 import hmac
+import inspect
 import ipaddress
 import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ToolAnnotations
+from mcp.types import EmptyResult, LoggingLevel, SetLevelRequestParams, ToolAnnotations
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from mcp_tenants import __version__
 from mcp_tenants.config import Settings, redact
@@ -46,6 +59,61 @@ WRITES = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempoten
 DELETES = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True)
 
 
+#: Python logging level of each MCP log level name.
+MCP_LEVELS: dict[str, int] = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "notice": logging.INFO + 5,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+    "alert": logging.CRITICAL + 5,
+    "emergency": logging.CRITICAL + 10,
+}
+#: Seconds between progress notifications of a running call.
+PROGRESS_INTERVAL = 1.0
+
+
+@dataclass(frozen=True)
+class _CallScope:
+    """What the worker thread needs to reach the client of the call it runs."""
+
+    loop: asyncio.AbstractEventLoop
+    ctx: Context
+    min_level: int
+
+
+_current_call: contextvars.ContextVar[_CallScope | None] = contextvars.ContextVar("mcp_call", default=None)
+
+
+_LOG_LEVEL_STATE = "mcp_tenants.log_level"
+
+
+def _connection_state(session: Any) -> dict[str, Any]:
+    """The SDK's per-connection scratch state (``Connection.state``) of a request's session.
+
+    Sessions are per request in this SDK; the connection behind them lasts as long as the client.
+    """
+    state: dict[str, Any] = session._connection.state
+    return state
+
+
+class ClientLogHandler(logging.Handler):
+    """Forwards records emitted during a tool call to that call's client as MCP log messages."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        scope = _current_call.get()
+        if scope is None or record.levelno < scope.min_level:
+            return
+        level: LoggingLevel = "debug"
+        for name, number in MCP_LEVELS.items():  # the highest MCP level not above the record's
+            if record.levelno >= number:
+                level = name  # type: ignore[assignment]
+        message = redact(record.getMessage())
+        # Fire and forget: the worker thread never waits on the event loop.
+        asyncio.run_coroutine_threadsafe(scope.ctx.log(level, message, logger_name=record.name), scope.loop)
+
+
 class RedactingFormatter(logging.Formatter):
     """Formats a record, traceback included, then masks every known secret in the text."""
 
@@ -63,6 +131,9 @@ def configure_logging(level: str) -> None:
     # The SDK logs every request at INFO; keep that out of the way unless debugging.
     for noisy in ("mcp", "httpx", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(max(logging.getLevelName(level), logging.WARNING))
+    ours = logging.getLogger("mcp_tenants")
+    if not any(isinstance(h, ClientLogHandler) for h in ours.handlers):
+        ours.addHandler(ClientLogHandler())
 
 
 class TenantServer:
@@ -72,6 +143,20 @@ class TenantServer:
         self.settings = settings
         self.mcp = MCPServer(name, version=__version__, instructions=instructions, log_level=settings.log_level)  # type: ignore[arg-type]
         self._executor = ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="mcp-tool")
+        # MCPServer has no public hook for logging/setLevel; the low-level server does.
+        self.mcp._lowlevel_server.add_request_handler("logging/setLevel", SetLevelRequestParams, self._set_level)
+
+    async def _set_level(self, ctx: Any, params: SetLevelRequestParams) -> EmptyResult:
+        _connection_state(ctx.session)[_LOG_LEVEL_STATE] = MCP_LEVELS[params.level]
+        return EmptyResult()
+
+    def _client_level(self, ctx: Context) -> int:
+        """The lowest level worth forwarding to this call's client (above CRITICAL: nothing)."""
+        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            return logging.DEBUG  # the SDK drops what this request did not opt in to
+        # Until the client chooses a level with logging/setLevel, nothing is forwarded.
+        level: int = _connection_state(ctx.session).get(_LOG_LEVEL_STATE, logging.CRITICAL + 100)
+        return level
 
     def tool(self, annotations: ToolAnnotations, *, title: str | None = None) -> Callable[[F], F]:
         """Register a plain synchronous function as a tool; its signature is the input schema."""
@@ -80,24 +165,50 @@ class TenantServer:
             name = fn.__name__
 
             @functools.wraps(fn)
-            async def handler(**kwargs: Any) -> Any:
-                return await self.call(name, fn, kwargs)
+            async def handler(ctx: Context, **kwargs: Any) -> Any:
+                return await self.call(name, fn, kwargs, ctx)
 
+            # The tool's own parameters plus the SDK's Context, which is injected, not advertised.
+            # Annotations are evaluated here, in the tool's module, where their names are defined.
+            signature = inspect.signature(fn, eval_str=True)
+            context = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context)
+            parameters = [*signature.parameters.values(), context]
+            handler.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+            handler.__annotations__ = {
+                **{p.name: p.annotation for p in parameters},
+                "return": signature.return_annotation,
+            }
             self.mcp.add_tool(handler, name=name, title=title, annotations=annotations)
             return fn
 
         return decorator
 
-    async def call(self, name: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    async def call(self, name: str, fn: Callable[..., Any], kwargs: dict[str, Any], ctx: Context) -> Any:
         """Run ``fn`` in the worker pool, turning failures into tool errors a person can act on."""
         loop = asyncio.get_running_loop()
+        # The copied context carries the call scope into the worker thread (executors do not).
+        run_context = contextvars.copy_context()
+        run_context.run(_current_call.set, _CallScope(loop, ctx, self._client_level(ctx)))
+        future = loop.run_in_executor(self._executor, run_context.run, functools.partial(fn, **kwargs))
+        ticker = asyncio.create_task(self._report_progress(ctx, name))
         try:
-            return await loop.run_in_executor(self._executor, functools.partial(fn, **kwargs))
+            return await future
         except TenantsError as exc:
             raise ToolError(redact(str(exc))) from None
         except Exception:
             logger.exception("tool %s failed unexpectedly", name)
             raise ToolError(f"internal error in {name}; the server log has the details") from None
+        finally:
+            ticker.cancel()
+
+    async def _report_progress(self, ctx: Context, name: str) -> None:
+        """Every second of a running call, tell the client it is still running (if it asked)."""
+        started = time.monotonic()
+        with contextlib.suppress(Exception):  # progress is a courtesy; it must never fail a call
+            while True:
+                await asyncio.sleep(PROGRESS_INTERVAL)
+                elapsed = time.monotonic() - started
+                await ctx.report_progress(elapsed, None, f"{name} running for {elapsed:.0f} s")
 
     def close(self) -> None:
         """Stop accepting work; wait for running handlers, drop queued ones."""

@@ -29,6 +29,7 @@ from mcp_tenants.devservices import (
     S3Service,
     ServiceUnavailable,
 )
+from tests import audit
 
 IN_CI = os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
 INTEGRATION_DIR = Path(__file__).parent / "integration"
@@ -72,7 +73,9 @@ def postgres_service() -> Iterator[PostgresService]:
 @pytest.fixture(scope="session")
 def redis_service() -> Iterator[RedisService]:
     """A throwaway Redis that requires a password, so the password path is always exercised."""
-    service = RedisService(password=secrets.token_urlsafe(16),
+    password = secrets.token_urlsafe(16)
+    audit.secret(password)
+    service = RedisService(password=password,
                            extra_args=["--databases", str(REDIS_DATABASES)])
     yield from running(service)
 
@@ -80,7 +83,9 @@ def redis_service() -> Iterator[RedisService]:
 @pytest.fixture(scope="session")
 def s3_service() -> Iterator[S3Service]:
     """A throwaway S3 server (SeaweedFS) with an admin and a read-only identity."""
-    yield from running(S3Service())
+    for service in running(S3Service()):
+        audit.secret(service.secret_key, service.ro_secret_key)
+        yield service
 
 
 @dataclass
@@ -134,6 +139,7 @@ def pg_database(postgres_service: PostgresService) -> Iterator[dict[str, Any]]:
     """
     suffix = secrets.token_hex(6)
     user, database, password = f"tenant_{suffix}", f"db_{suffix}", secrets.token_urlsafe(16)
+    audit.secret(password)
     postgres_service.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
         sql.Identifier(user), sql.Literal(password)))
     postgres_service.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(

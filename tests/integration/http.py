@@ -17,6 +17,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from mcp_tenants.devservices import free_ports
+from tests import audit
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,6 +26,7 @@ class HttpServer:
     """A server subprocess on streamable HTTP; stopped by its PID."""
 
     def __init__(self, module: str, env: dict[str, str], *args: str, host: str = "127.0.0.1") -> None:
+        self.module = module
         (self.port,) = free_ports(1)
         self.host = host
         self.log = tempfile.NamedTemporaryFile("w+", prefix="mcp-http-", suffix=".log", delete=False)  # noqa: SIM115
@@ -82,6 +84,7 @@ class HttpServer:
         return Path(self.log.name).read_text()
 
     def close(self) -> None:
+        audit.record(f"{self.module} http log", self.logs())
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 import tempfile
@@ -13,6 +12,8 @@ from typing import Any, TypeVar
 
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
+
+from tests import audit
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -33,9 +34,9 @@ class Session:
         result = await self.client.call_tool(tool, arguments)
         text = " ".join(getattr(c, "text", "") for c in result.content)
         self.transcript.append(text)
+        audit.record(f"{tool} result", text)
         if result.is_error:
             raise ToolFailed(text)
-        self.transcript.append(json.dumps(result.structured_content))
         return result.structured_content or {}
 
     async def fail(self, tool: str, **arguments: Any) -> str:
@@ -59,9 +60,9 @@ class ServerProcess:
         env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/root"), **self.env}
         return StdioServerParameters(command=sys.executable, args=["-m", self.module], env=env, cwd=str(ROOT))
 
-    def connect(self) -> Client:
+    def connect(self, **client_options: Any) -> Client:
         """A client that starts this server as a subprocess when entered (``async with``)."""
-        return Client(stdio_client(self.params(), errlog=self.log), mode="legacy")
+        return Client(stdio_client(self.params(), errlog=self.log), mode="legacy", **client_options)
 
     def run(self, scenario: Callable[[Session], Awaitable[T]]) -> T:
         """Start the server, run ``scenario`` against it, stop it (stdin closes) and return."""
@@ -77,5 +78,6 @@ class ServerProcess:
         return Path(self.log.name).read_text()
 
     def close(self) -> None:
+        audit.record(f"{self.module} log", self.logs())
         self.log.close()
         os.unlink(self.log.name)

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from mcp_tenants.crypto import generate_key
+from tests import audit
 
 from .stdio import ROOT
 
@@ -26,6 +27,8 @@ def cli(redis_db):
             [sys.executable, "-m", "mcp_tenants.cli", *args],
             input=stdin, capture_output=True, text=True, env=full_env, cwd=ROOT, timeout=120,
         )
+        if "--include-secrets" not in args:  # that export prints secrets on purpose
+            audit.record(f"mcp-tenants {' '.join(args[:2])}", done.stdout + done.stderr)
         return done.returncode, done.stdout, done.stderr
 
     return run

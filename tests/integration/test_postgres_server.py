@@ -291,3 +291,34 @@ def test_every_tool_answers_through_mcp_with_its_output_schema(make_server, pg_d
         assert (await session.call("remove_tenant", tenant_id="rw"))["removed"] is True
 
     server.run(scenario)
+
+
+@pytest.mark.filterwarnings("ignore:The logging capability is deprecated")
+def test_slow_calls_report_progress_and_logs_reach_the_client_at_its_level(make_server, pg_database):
+    server = make_server()
+    progress: list[tuple[float, str | None]] = []
+    logs: list[tuple[str, str]] = []
+
+    async def on_progress(value, total, message):
+        progress.append((value, message))
+
+    async def on_log(params):
+        logs.append((params.level, str(params.data)))
+
+    async def main():
+        async with server.connect(logging_callback=on_log) as client:
+            session = Session(client)
+            await session.call("register_tenant", **register_args(pg_database, tenant_id="quiet"))
+            assert logs == []  # nothing before the client chose a level
+            await client.set_logging_level("info")
+            await session.call("register_tenant", **register_args(pg_database, tenant_id="loud"))
+            result = await client.call_tool(
+                "query", {"tenant_id": "loud", "sql": "SELECT pg_sleep(2.5)"}, progress_callback=on_progress
+            )
+            assert not result.is_error
+
+    asyncio.run(main())
+    assert any("registered postgres tenant 'loud'" in text for level, text in logs if level == "info")
+    assert len(progress) >= 2 and "query running for" in (progress[0][1] or "")
+    assert [p for p, _ in progress] == sorted(p for p, _ in progress)
+    assert all(pg_database["password"] not in text for _, text in logs)
