@@ -322,3 +322,20 @@ def test_slow_calls_report_progress_and_logs_reach_the_client_at_its_level(make_
     assert len(progress) >= 2 and "query running for" in (progress[0][1] or "")
     assert [p for p, _ in progress] == sorted(p for p, _ in progress)
     assert all(pg_database["password"] not in text for _, text in logs)
+
+
+def test_postgres_restart_mid_session_costs_at_most_one_clear_error(make_server, pg_database, postgres_service):
+    server = make_server()
+
+    async def scenario(session: Session):
+        await session.call("register_tenant", **register_args(pg_database))
+        assert (await session.call("query", tenant_id="acme", sql="SELECT 1"))["rows"] == [[1]]
+        postgres_service.restart()
+        try:
+            rows = await session.call("query", tenant_id="acme", sql="SELECT 2")
+        except ToolFailed as exc:  # allowed once, and it must say what happened
+            assert "connection" in str(exc).lower() and "Traceback" not in str(exc)
+            rows = await session.call("query", tenant_id="acme", sql="SELECT 2")
+        assert rows["rows"] == [[2]]
+
+    server.run(scenario)
