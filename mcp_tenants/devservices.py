@@ -135,8 +135,7 @@ class LocalService:
         except BaseException:
             self.stop()
             raise
-        logger.info("%s ready on %s:%d in %.2f s", self.name, self.host, self.port,
-                    time.monotonic() - began)
+        logger.info("%s ready on %s:%d in %.2f s", self.name, self.host, self.port, time.monotonic() - began)
 
     def stop(self) -> None:
         """Stop the server if it runs and remove its data."""
@@ -168,20 +167,19 @@ def postgres_bindir() -> str:
     """Directory of initdb/pg_ctl: newest /usr/lib/postgresql/*/bin, else pg_config, else PATH."""
     found = glob.glob("/usr/lib/postgresql/*/bin/initdb")
     if found:
+
         def version(path: str) -> list[int]:
             return [int(x) for x in path.split("/")[4].split(".") if x.isdigit()]
 
         newest = max(found, key=version)
         return os.path.dirname(newest)
     if shutil.which("pg_config"):
-        out = subprocess.run(["pg_config", "--bindir"], check=False, capture_output=True,
-                             text=True).stdout
+        out = subprocess.run(["pg_config", "--bindir"], check=False, capture_output=True, text=True).stdout
         if os.path.exists(os.path.join(out.strip(), "initdb")):
             return out.strip()
     if shutil.which("initdb"):
         return os.path.dirname(shutil.which("initdb") or "")
-    raise ServiceUnavailable("PostgreSQL server binaries (initdb, pg_ctl) not found: "
-                             "apt-get install postgresql")
+    raise ServiceUnavailable("PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install postgresql")
 
 
 class PostgresService(LocalService):
@@ -189,8 +187,11 @@ class PostgresService(LocalService):
 
     name = "postgres"
     SETTINGS: ClassVar[dict[str, str]] = {
-        "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
-        "max_connections": "200"}
+        "fsync": "off",
+        "synchronous_commit": "off",
+        "full_page_writes": "off",
+        "max_connections": "200",
+    }
 
     def __init__(self, port: int | None = None) -> None:
         super().__init__(port)
@@ -201,8 +202,15 @@ class PostgresService(LocalService):
 
     def conninfo(self, **overrides: Any) -> dict[str, Any]:
         """Keyword arguments for ``psycopg.connect``: the superuser over TCP, plus ``overrides``."""
-        return {"host": self.host, "port": self.port, "user": self.user, "password": self.password,
-                "dbname": self.dbname, "connect_timeout": 10, **overrides}
+        return {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": self.password,
+            "dbname": self.dbname,
+            "connect_timeout": 10,
+            **overrides,
+        }
 
     def execute(self, query: str | pgsql.Composed, params: Any = None) -> list[tuple[Any, ...]]:
         """Run one statement as superuser in autocommit mode; return its rows (if any)."""
@@ -220,20 +228,19 @@ class PostgresService(LocalService):
     def _pg(self, tool: str, *args: str) -> None:
         assert self.tmpdir is not None
         cmd = [*self._run_as, os.path.join(postgres_bindir(), tool), *args]
-        result = subprocess.run(cmd, check=False, capture_output=True, text=True,
-                                stdin=subprocess.DEVNULL)
+        result = subprocess.run(cmd, check=False, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if result.returncode != 0:
             raise ServiceUnavailable(
                 f"{tool} failed ({result.returncode}): {(result.stderr or result.stdout).strip()}"
-                + _log_tail(os.path.join(self.tmpdir, "postgres.log")))
+                + _log_tail(os.path.join(self.tmpdir, "postgres.log"))
+            )
 
     def _start(self) -> None:
         assert self.tmpdir is not None
         datadir = os.path.join(self.tmpdir, "data")
         if not os.path.exists(datadir):
             self._initdb(datadir)
-        self._pg("pg_ctl", "start", "-w", "-t", "60", "-D", datadir,
-                 "-l", os.path.join(self.tmpdir, "postgres.log"))
+        self._pg("pg_ctl", "start", "-w", "-t", "60", "-D", datadir, "-l", os.path.join(self.tmpdir, "postgres.log"))
 
     def _initdb(self, datadir: str) -> None:
         assert self.tmpdir is not None
@@ -243,21 +250,37 @@ class PostgresService(LocalService):
             try:
                 owner = pwd.getpwnam("postgres")
             except KeyError:
-                raise ServiceUnavailable("running as root needs a 'postgres' user: "
-                                         "apt-get install postgresql") from None
+                raise ServiceUnavailable(
+                    "running as root needs a 'postgres' user: apt-get install postgresql"
+                ) from None
             os.chown(self.tmpdir, owner.pw_uid, owner.pw_gid)
             self._run_as = ["runuser", "-u", "postgres", "--"]
         pwfile = os.path.join(self.tmpdir, "pwfile")
         with open(os.open(pwfile, os.O_WRONLY | os.O_CREAT, 0o644), "w") as f:
             f.write(self.password + "\n")
         try:
-            self._pg("initdb", "-D", datadir, "-U", self.user, "--pwfile", pwfile,
-                     "--auth-local=trust", "--auth-host=scram-sha-256",
-                     "--encoding=UTF8", "--locale=C", "--no-sync")
+            self._pg(
+                "initdb",
+                "-D",
+                datadir,
+                "-U",
+                self.user,
+                "--pwfile",
+                pwfile,
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            )
         finally:
             os.unlink(pwfile)
-        settings = {"listen_addresses": f"'{LOOPBACK}'", "port": str(self.port),
-                    "unix_socket_directories": f"'{self.tmpdir}'", **self.SETTINGS}
+        settings = {
+            "listen_addresses": f"'{LOOPBACK}'",
+            "port": str(self.port),
+            "unix_socket_directories": f"'{self.tmpdir}'",
+            **self.SETTINGS,
+        }
         with open(os.path.join(datadir, "postgresql.conf"), "a", encoding="utf-8") as conf:
             conf.write("\n# mcp_tenants.devservices\n")
             conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
@@ -280,8 +303,9 @@ class RedisService(LocalService):
 
     name = "redis"
 
-    def __init__(self, password: str | None = None, extra_args: list[str] | None = None,
-                 port: int | None = None) -> None:
+    def __init__(
+        self, password: str | None = None, extra_args: list[str] | None = None, port: int | None = None
+    ) -> None:
         super().__init__(port)
         self.password = password
         self.extra_args = list(extra_args or [])
@@ -319,16 +343,32 @@ class RedisService(LocalService):
         if binary is None:
             raise ServiceUnavailable("redis-server not found: apt-get install redis-server")
         log = os.path.join(self.tmpdir, "redis.log")
-        args = [binary, "--bind", LOOPBACK, "--port", str(self.port), "--save", "",
-                "--appendonly", "no", "--daemonize", "yes", "--logfile", log,
-                "--pidfile", os.path.join(self.tmpdir, "redis.pid"), "--dir", self.tmpdir]
+        args = [
+            binary,
+            "--bind",
+            LOOPBACK,
+            "--port",
+            str(self.port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "yes",
+            "--logfile",
+            log,
+            "--pidfile",
+            os.path.join(self.tmpdir, "redis.pid"),
+            "--dir",
+            self.tmpdir,
+        ]
         if self.password:
             args += ["--requirepass", self.password]
-        result = subprocess.run(args + self.extra_args, check=False, capture_output=True,
-                                text=True, stdin=subprocess.DEVNULL)
+        result = subprocess.run(
+            args + self.extra_args, check=False, capture_output=True, text=True, stdin=subprocess.DEVNULL
+        )
         if result.returncode != 0:
-            raise ServiceUnavailable(
-                f"redis-server failed: {result.stderr.strip()}{_log_tail(log)}")
+            raise ServiceUnavailable(f"redis-server failed: {result.stderr.strip()}{_log_tail(log)}")
         _wait_until(self._answers, 15, f"redis-server on port {self.port}", log)
 
     def _answers(self) -> bool:
@@ -382,8 +422,14 @@ class S3Service(LocalService):
     # -admin.port.grpc says, so those two ports are chosen as such a pair.
     ADMIN_GRPC_OFFSET = 10000
     PORT_FLAGS: ClassVar[tuple[str, ...]] = (
-        "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
-        "filer.port", "filer.port.grpc", "s3.port.grpc")
+        "master.port",
+        "master.port.grpc",
+        "volume.port",
+        "volume.port.grpc",
+        "filer.port",
+        "filer.port.grpc",
+        "s3.port.grpc",
+    )
 
     def __init__(self) -> None:
         super().__init__()
@@ -405,10 +451,10 @@ class S3Service(LocalService):
         """A ``minio.Minio`` client for the admin identity (or the read-only one)."""
         import minio
 
-        access, secret = ((self.ro_access_key, self.ro_secret_key) if read_only
-                          else (self.access_key, self.secret_key))
-        return minio.Minio(self.endpoint, access_key=access, secret_key=secret,
-                           secure=False, region=self.region, **kwargs)
+        access, secret = (self.ro_access_key, self.ro_secret_key) if read_only else (self.access_key, self.secret_key)
+        return minio.Minio(
+            self.endpoint, access_key=access, secret_key=secret, secure=False, region=self.region, **kwargs
+        )
 
     def _choose_ports(self) -> None:
         others = [p for p in free_ports(len(self.PORT_FLAGS) + 1) if p != self.port]
@@ -428,26 +474,50 @@ class S3Service(LocalService):
         self._choose_ports()
         config = os.path.join(self.tmpdir, "s3-identities.json")
         with open(os.open(config, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
-            json.dump({"identities": [
-                {"name": "admin", "actions": ["Admin", "Read", "List", "Tagging", "Write"],
-                 "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}]},
-                {"name": "reader", "actions": ["Read", "List"], "credentials": [
-                    {"accessKey": self.ro_access_key, "secretKey": self.ro_secret_key}]},
-            ]}, f)
+            json.dump(
+                {
+                    "identities": [
+                        {
+                            "name": "admin",
+                            "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+                            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                        },
+                        {
+                            "name": "reader",
+                            "actions": ["Read", "List"],
+                            "credentials": [{"accessKey": self.ro_access_key, "secretKey": self.ro_secret_key}],
+                        },
+                    ]
+                },
+                f,
+            )
         tmp = self.tmpdir
         os.makedirs(os.path.join(tmp, "data"))
-        args = [binary, f"-logdir={tmp}", "mini", f"-dir={tmp}/data", f"-admin.dataDir={tmp}/admin",
-                f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}",
-                *(f"-{flag}={port}" for flag, port in self._ports.items()),
-                "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-admin.ui=false",
-                f"-filer.localSocket={tmp}/filer.sock", f"-s3.localSocket={tmp}/s3.sock",
-                f"-s3.config={config}", "-master.telemetry=false", "-volume.preStopSeconds=0",
-                # Behave like MinIO: no implicit buckets, no recursive delete of a full bucket.
-                "-s3.autoCreateBucket=false", "-s3.allowDeleteBucketNotEmpty=false"]
+        args = [
+            binary,
+            f"-logdir={tmp}",
+            "mini",
+            f"-dir={tmp}/data",
+            f"-admin.dataDir={tmp}/admin",
+            f"-ip={LOOPBACK}",
+            f"-ip.bind={LOOPBACK}",
+            *(f"-{flag}={port}" for flag, port in self._ports.items()),
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-webdav=false",
+            "-admin.ui=false",
+            f"-filer.localSocket={tmp}/filer.sock",
+            f"-s3.localSocket={tmp}/s3.sock",
+            f"-s3.config={config}",
+            "-master.telemetry=false",
+            "-volume.preStopSeconds=0",
+            # Behave like MinIO: no implicit buckets, no recursive delete of a full bucket.
+            "-s3.autoCreateBucket=false",
+            "-s3.allowDeleteBucketNotEmpty=false",
+        ]
         self._log = os.path.join(tmp, "weed.log")
         with open(self._log, "wb") as log:
-            self._proc = subprocess.Popen(args, cwd=tmp, stdin=subprocess.DEVNULL,
-                                          stdout=log, stderr=subprocess.STDOUT)
+            self._proc = subprocess.Popen(args, cwd=tmp, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         _wait_until(self._answers, 30, f"SeaweedFS S3 on {self.endpoint}", self._log)
 
     def _answers(self) -> bool:
@@ -456,8 +526,7 @@ class S3Service(LocalService):
         import urllib3
 
         if self._proc is not None and self._proc.poll() is not None:
-            raise ServiceUnavailable(f"weed mini exited with {self._proc.returncode}"
-                                     f"{_log_tail(self._log)}")
+            raise ServiceUnavailable(f"weed mini exited with {self._proc.returncode}{_log_tail(self._log)}")
         probe = urllib3.PoolManager(timeout=5, retries=False)
         try:
             self.client(http_client=probe).list_buckets()

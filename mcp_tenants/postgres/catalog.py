@@ -112,8 +112,7 @@ def list_schemas(conn: Connection, *, include_system: bool = False) -> dict[str,
     pg_toast and the per-session temporary schemas are never listed.
     """
     with _read_only(conn) as cur:
-        cur.execute(_SCHEMAS_SQL, {"system": include_system,
-                                   "system_schemas": list(_SYSTEM_SCHEMAS)})
+        cur.execute(_SCHEMAS_SQL, {"system": include_system, "system_schemas": list(_SYSTEM_SCHEMAS)})
         return {"schemas": [row["nspname"] for row in cur.fetchall()]}
 
 
@@ -134,8 +133,9 @@ def describe_table(conn: Connection, schema: str, table: str) -> dict[str, Any]:
         found = cur.fetchone()
         if found is None or found["relname"] != table:
             hint = f'; did you mean "{found["relname"]}"?' if found else ""
-            raise InvalidInput(f'table "{schema}"."{table}" does not exist{hint} '
-                               "(names are matched exactly; list_tables shows them)")
+            raise InvalidInput(
+                f'table "{schema}"."{table}" does not exist{hint} (names are matched exactly; list_tables shows them)'
+            )
         oid = {"oid": found["oid"]}
         columns = _all(cur, _COLUMNS_SQL, oid)
         primary = _all(cur, _PRIMARY_KEY_SQL, oid)
@@ -159,8 +159,7 @@ def _reference(fk: dict[str, Any], direction: str) -> dict[str, Any]:
         return {
             "name": fk["name"],
             "columns": fk["columns"],
-            "references": {"schema": fk["ref_schema"], "table": fk["ref_table"],
-                           "columns": fk["ref_columns"]},
+            "references": {"schema": fk["ref_schema"], "table": fk["ref_table"], "columns": fk["ref_columns"]},
             "definition": fk["definition"],
         }
     return {
@@ -181,14 +180,20 @@ def _all(cur: psycopg.Cursor[dict[str, Any]], sql: str, params: dict[str, Any]) 
 def _require_schema(cur: psycopg.Cursor[dict[str, Any]], schema: str) -> None:
     cur.execute("SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", [schema])
     if cur.fetchone() is None:
-        raise InvalidInput(f'schema "{schema}" does not exist (list_schemas shows them; '
-                           "names are matched exactly)")
+        raise InvalidInput(f'schema "{schema}" does not exist (list_schemas shows them; names are matched exactly)')
 
 
 @contextmanager
 def _read_only(conn: Connection) -> Iterator[psycopg.Cursor[dict[str, Any]]]:
     """A dict-row cursor in a READ ONLY transaction that is always rolled back."""
-    with transaction(conn, read_only=True, commit=False, statement_timeout_ms=CATALOG_TIMEOUT_MS,
-                     lock_timeout_ms=CATALOG_TIMEOUT_MS), \
-            conn.cursor(row_factory=dict_row) as cur:
+    with (
+        transaction(
+            conn,
+            read_only=True,
+            commit=False,
+            statement_timeout_ms=CATALOG_TIMEOUT_MS,
+            lock_timeout_ms=CATALOG_TIMEOUT_MS,
+        ),
+        conn.cursor(row_factory=dict_row) as cur,
+    ):
         yield cur

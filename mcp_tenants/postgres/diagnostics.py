@@ -39,21 +39,23 @@ def user_error(
         if "statement timeout" in (diag.message_primary or ""):
             return QueryError(
                 f"statement timed out after {statement_timeout_ms} ms; add a filter or a LIMIT, "
-                "or ask the operator to raise MCP_STATEMENT_TIMEOUT_MS")
+                "or ask the operator to raise MCP_STATEMENT_TIMEOUT_MS"
+            )
         return QueryError("the statement was cancelled")
     if isinstance(exc, pg_errors.LockNotAvailable):
         return QueryError(
             f"gave up waiting for a lock after {lock_timeout_ms} ms: another session holds a "
-            "conflicting lock (for example a running ALTER TABLE); retry later")
+            "conflicting lock (for example a running ALTER TABLE); retry later"
+        )
     if isinstance(exc, pg_errors.ReadOnlySqlTransaction):
         return AccessDenied(
             f"query is read-only and PostgreSQL refused to change data ({diag.message_primary});"
-            " use execute on a read-write tenant to change data")
+            " use execute on a read-write tenant to change data"
+        )
     if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) and not diag.sqlstate:
         # A client-side failure: the server went away, the socket broke, the connection closed.
         return TenantUnreachable("connection to the database was lost; retry")
-    if isinstance(exc, (pg_errors.AdminShutdown, pg_errors.CrashShutdown,
-                        pg_errors.CannotConnectNow)):
+    if isinstance(exc, (pg_errors.AdminShutdown, pg_errors.CrashShutdown, pg_errors.CannotConnectNow)):
         return TenantUnreachable("connection to the database was lost; retry")
     if diag.message_primary is None:
         # Raised by psycopg itself (e.g. a parameter it cannot adapt); its text names no secret.

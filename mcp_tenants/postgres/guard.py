@@ -48,31 +48,39 @@ def _block(reason: str, names: str = "", prefixes: str = "") -> None:
     _BLOCKED_PREFIXES.update(dict.fromkeys(prefixes.split(), reason))
 
 
-_block("reads or writes files on the database server",
-       "pg_stat_file pg_logdir_ls pg_current_logfile lo_import lo_export",
-       "pg_read_ pg_ls_ pg_file_")
-_block("changes large objects",
-       "lo_create lo_creat lo_unlink lo_put lo_from_bytea lo_truncate lo_truncate64 lowrite")
+_block(
+    "reads or writes files on the database server",
+    "pg_stat_file pg_logdir_ls pg_current_logfile lo_import lo_export",
+    "pg_read_ pg_ls_ pg_file_",
+)
+_block("changes large objects", "lo_create lo_creat lo_unlink lo_put lo_from_bytea lo_truncate lo_truncate64 lowrite")
 _block("opens connections to other servers", "", "dblink postgres_fdw_")
-_block("signals other server processes",
-       "pg_cancel_backend pg_terminate_backend pg_reload_conf pg_rotate_logfile "
-       "pg_rotate_logfile_old pg_log_backend_memory_contexts pg_promote")
+_block(
+    "signals other server processes",
+    "pg_cancel_backend pg_terminate_backend pg_reload_conf pg_rotate_logfile "
+    "pg_rotate_logfile_old pg_log_backend_memory_contexts pg_promote",
+)
 _block("changes server configuration", "set_config")
 _block("takes advisory locks that outlive the transaction", "", "pg_advisory pg_try_advisory")
 _block("changes a sequence outside the transaction", "nextval setval")
 _block("consumes a transaction id", "txid_current pg_current_xact_id")
 _block("sends notifications", "pg_notify")
-_block("runs SQL given as a string, out of the guard's sight",
-       "query_to_xml query_to_xmlschema query_to_xml_and_xmlschema cursor_to_xml "
-       "cursor_to_xmlschema ts_stat ts_rewrite connectby xpath_table", "crosstab")
+_block(
+    "runs SQL given as a string, out of the guard's sight",
+    "query_to_xml query_to_xmlschema query_to_xml_and_xmlschema cursor_to_xml "
+    "cursor_to_xmlschema ts_stat ts_rewrite connectby xpath_table",
+    "crosstab",
+)
 _block("resets statistics", "pg_stat_statements_reset", "pg_stat_reset")
-_block("controls replication, WAL or backups",
-       "pg_switch_wal pg_switch_xlog pg_start_backup pg_stop_backup pg_import_system_collations",
-       "pg_backup_ pg_wal_replay_ pg_create_ pg_drop_ pg_copy_ pg_replication_ pg_logical_ "
-       "binary_upgrade_")
-_block("exposes credentials or server configuration files",
-       "pg_authid pg_shadow pg_user_mapping pg_user_mappings pg_hba_file_rules "
-       "pg_ident_file_mappings")
+_block(
+    "controls replication, WAL or backups",
+    "pg_switch_wal pg_switch_xlog pg_start_backup pg_stop_backup pg_import_system_collations",
+    "pg_backup_ pg_wal_replay_ pg_create_ pg_drop_ pg_copy_ pg_replication_ pg_logical_ binary_upgrade_",
+)
+_block(
+    "exposes credentials or server configuration files",
+    "pg_authid pg_shadow pg_user_mapping pg_user_mappings pg_hba_file_rules pg_ident_file_mappings",
+)
 
 _READ_ONLY_HINT = (
     "query is read-only: only one SELECT, WITH, VALUES or TABLE statement is allowed; "
@@ -91,8 +99,7 @@ def check_query(sql: str, *, standard_conforming_strings: bool = True) -> None:
     if first == "explain":
         raise AccessDenied(f"{_READ_ONLY_HINT}; use explain_query to see a plan")
     if first == "show":
-        raise AccessDenied(f"{_READ_ONLY_HINT}; use SELECT current_setting('name') "
-                           "instead of SHOW")
+        raise AccessDenied(f"{_READ_ONLY_HINT}; use SELECT current_setting('name') instead of SHOW")
     if first not in READ_KEYWORDS:
         raise AccessDenied(f"{_READ_ONLY_HINT} (got {first.upper() or 'no keyword'})")
     _refuse_writes(tokens)
@@ -113,7 +120,8 @@ def check_explain(sql: str, *, read_only: bool, standard_conforming_strings: boo
     if first not in READ_KEYWORDS | WRITE_KEYWORDS:
         raise AccessDenied(
             "explain_query explains one SELECT, WITH, VALUES, TABLE, INSERT, UPDATE, DELETE or "
-            f"MERGE statement (got {first.upper() or 'no keyword'})")
+            f"MERGE statement (got {first.upper() or 'no keyword'})"
+        )
     _refuse_blocked_names(tokens)
 
 
@@ -123,8 +131,8 @@ def check_execute(sql: str, *, standard_conforming_strings: bool = True) -> None
     first = _first_keyword(tokens)
     if first in TRANSACTION_KEYWORDS:
         raise AccessDenied(
-            f"execute runs each statement in its own transaction and commits it; "
-            f"{first.upper()} is not allowed here")
+            f"execute runs each statement in its own transaction and commits it; {first.upper()} is not allowed here"
+        )
 
 
 def _one_statement(sql: str, scs: bool) -> list[Token]:
@@ -139,7 +147,8 @@ def _one_statement(sql: str, scs: bool) -> list[Token]:
             logger.info("guard refused a multi-statement text")
             raise AccessDenied(
                 f"only one statement per call is allowed; found a second statement after the "
-                f"';' at position {tok.pos + 1}")
+                f"';' at position {tok.pos + 1}"
+            )
     return tokens
 
 
@@ -158,13 +167,12 @@ def _refuse_writes(tokens: list[Token]) -> None:
         if tok.value in WRITE_KEYWORDS:
             before = tokens[i - 1].value if i else ""
             if tok.value == "update" and before in ("for", "key"):
-                raise AccessDenied(f"{_READ_ONLY_HINT}: row locks (FOR UPDATE) are not allowed "
-                                   f"(position {tok.pos + 1})")
-            raise AccessDenied(f"{_READ_ONLY_HINT}: {tok.value.upper()} at position "
-                               f"{tok.pos + 1} would change data")
+                raise AccessDenied(
+                    f"{_READ_ONLY_HINT}: row locks (FOR UPDATE) are not allowed (position {tok.pos + 1})"
+                )
+            raise AccessDenied(f"{_READ_ONLY_HINT}: {tok.value.upper()} at position {tok.pos + 1} would change data")
         if tok.value == "into":
-            raise AccessDenied(f"{_READ_ONLY_HINT}: SELECT ... INTO at position {tok.pos + 1} "
-                               "would create a table")
+            raise AccessDenied(f"{_READ_ONLY_HINT}: SELECT ... INTO at position {tok.pos + 1} would create a table")
 
 
 def _refuse_blocked_names(tokens: list[Token]) -> None:
@@ -175,7 +183,8 @@ def _refuse_blocked_names(tokens: list[Token]) -> None:
         # nothing legitimate needs it, and it closes the door on look-alike wrappers.
         name = tok.value.lower()
         reason = _BLOCKED_NAMES.get(name) or next(
-            (why for prefix, why in _BLOCKED_PREFIXES.items() if name.startswith(prefix)), None)
+            (why for prefix, why in _BLOCKED_PREFIXES.items() if name.startswith(prefix)), None
+        )
         if reason is not None:
             logger.info("guard refused %s", name)
             raise AccessDenied(f"{name} (position {tok.pos + 1}) is not allowed: it {reason}")

@@ -78,12 +78,10 @@ def _decode_unicode(raw: str, escape: str, pos: int) -> str:
         else:
             digits, i = raw[i + 1 : i + 5], i + 5
         if len(digits) not in (4, 6) or any(d not in _HEX for d in digits):
-            raise QueryError(f"syntax error: invalid Unicode escape in identifier at "
-                             f"position {pos + 1}")
+            raise QueryError(f"syntax error: invalid Unicode escape in identifier at position {pos + 1}")
         code = int(digits, 16)
         if code > 0x10FFFF or code == 0:
-            raise QueryError(f"syntax error: invalid Unicode code point in identifier at "
-                             f"position {pos + 1}")
+            raise QueryError(f"syntax error: invalid Unicode code point in identifier at position {pos + 1}")
         out.append(chr(code))
     return "".join(out)
 
@@ -227,12 +225,10 @@ class _Scanner:
         if not toks or toks[0][:2] != (WORD, "uescape"):
             return None
         if len(toks) < 2 or toks[1].kind != STRING or self.sql[toks[1].pos] != "'":
-            raise QueryError(f"syntax error: UESCAPE must be followed by a simple string "
-                             f"at position {toks[0].pos + 1}")
+            raise QueryError(f"syntax error: UESCAPE must be followed by a simple string at position {toks[0].pos + 1}")
         body = self.sql[toks[1].pos + 1 : probe.i - 1]
         if len(body) != 1 or body in _HEX + "+'\" " + _WHITESPACE:
-            raise QueryError(f"syntax error: invalid Unicode escape character at "
-                             f"position {toks[1].pos + 1}")
+            raise QueryError(f"syntax error: invalid Unicode escape character at position {toks[1].pos + 1}")
         self.i = probe.i
         return body
 

@@ -6,10 +6,18 @@ from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, WithJsonSchema
-from typing_extensions import TypedDict
 
 from mcp_tenants.errors import AccessDenied
 from mcp_tenants.postgres import tools
+from mcp_tenants.postgres.results import (
+    ExecuteResult,
+    ListTenantsResult,
+    PlanResult,
+    QueryResult,
+    RegisterResult,
+    SchemasResult,
+    TablesResult,
+)
 from mcp_tenants.postgres.tenant import PostgresBackend, PostgresTenant, checkout
 from mcp_tenants.registry import TenantManager
 from mcp_tenants.server import READS, WRITES, TenantServer, serve
@@ -25,58 +33,6 @@ INSTRUCTIONS = (
     "PostgreSQL for many tenants. Call list_tenants to see them; every other tool takes tenant_id "
     "first. query is always read-only; execute changes data on read-write tenants only."
 )
-
-
-class TenantInfo(TypedDict, total=False):
-    tenant_id: str
-    host: str
-    port: int
-    database: str
-    user: str
-    sslmode: str
-    access: str
-    source: str
-
-
-class RegisterResult(TypedDict):
-    tenant: TenantInfo
-    persisted: bool
-
-
-class ListTenantsResult(TypedDict):
-    tenants: list[TenantInfo]
-    next_cursor: str | None
-    unreadable: dict[str, str]
-
-
-class Column(TypedDict):
-    name: str
-    type: str
-
-
-class QueryResult(TypedDict):
-    columns: list[Column]
-    rows: list[list[Any]]
-    row_count: int
-    truncated: bool
-
-
-class ExecuteResult(TypedDict):
-    status: str
-    rowcount: int | None
-
-
-class SchemasResult(TypedDict):
-    schemas: list[str]
-
-
-class TablesResult(TypedDict):
-    schema: str
-    tables: list[dict[str, Any]]
-
-
-class PlanResult(TypedDict):
-    plan: Any
 
 
 def add_tools(app: TenantServer, manager: TenantManager[PostgresTenant, Any]) -> None:

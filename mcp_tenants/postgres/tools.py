@@ -69,15 +69,26 @@ def query(
     returned) and ``truncated`` (rows were left out because of either cap). Rows come from a
     server-side cursor in batches, so a huge result is never pulled into memory.
     """
-    _positive(max_rows=max_rows, max_bytes=max_bytes, statement_timeout_ms=statement_timeout_ms,
-              lock_timeout_ms=lock_timeout_ms)
+    _positive(
+        max_rows=max_rows,
+        max_bytes=max_bytes,
+        statement_timeout_ms=statement_timeout_ms,
+        lock_timeout_ms=lock_timeout_ms,
+    )
     guard.check_query(sql, standard_conforming_strings=_standard_strings(conn))
     lock_timeout_ms = min(lock_timeout_ms, statement_timeout_ms)
     # RawServerCursor: DECLARE ... CURSOR FOR <sql>, sent with the extended protocol and the
     # $n placeholders passed through; DECLARE itself accepts only a SELECT-shaped query.
     with (
-        transaction(conn, read_only=True, commit=False, statement_timeout_ms=statement_timeout_ms,
-                    lock_timeout_ms=lock_timeout_ms, sql=sql, offset=len(_DECLARE_PREFIX)),
+        transaction(
+            conn,
+            read_only=True,
+            commit=False,
+            statement_timeout_ms=statement_timeout_ms,
+            lock_timeout_ms=lock_timeout_ms,
+            sql=sql,
+            offset=len(_DECLARE_PREFIX),
+        ),
         psycopg.RawServerCursor(conn, _CURSOR_NAME, row_factory=tuple_row) as cur,
     ):
         text_loaders(cur.adapters)
@@ -88,9 +99,7 @@ def query(
     return {"columns": columns, "rows": rows, "row_count": len(rows), "truncated": truncated}
 
 
-def execute(
-    conn: Connection, sql: str, params: Sequence[Any], *, statement_timeout_ms: int
-) -> dict[str, Any]:
+def execute(conn: Connection, sql: str, params: Sequence[Any], *, statement_timeout_ms: int) -> dict[str, Any]:
     """Run one statement in its own transaction and commit it (read-write tenants only).
 
     Result: ``status`` (the command tag, e.g. "INSERT 0 1") and ``rowcount`` (rows affected,
@@ -99,8 +108,14 @@ def execute(
     _positive(statement_timeout_ms=statement_timeout_ms)
     guard.check_execute(sql, standard_conforming_strings=_standard_strings(conn))
     with (
-        transaction(conn, read_only=None, commit=True, statement_timeout_ms=statement_timeout_ms,
-                    lock_timeout_ms=statement_timeout_ms, sql=sql),
+        transaction(
+            conn,
+            read_only=None,
+            commit=True,
+            statement_timeout_ms=statement_timeout_ms,
+            lock_timeout_ms=statement_timeout_ms,
+            sql=sql,
+        ),
         psycopg.RawCursor(conn, row_factory=tuple_row) as cur,
     ):
         _execute_extended(cur, sql, params)
@@ -118,14 +133,19 @@ def explain_query(
     (and READ ONLY for a read-only tenant), so explaining never changes data.
     """
     _positive(statement_timeout_ms=statement_timeout_ms)
-    guard.check_explain(sql, read_only=read_only,
-                        standard_conforming_strings=_standard_strings(conn))
+    guard.check_explain(sql, read_only=read_only, standard_conforming_strings=_standard_strings(conn))
     prefix = "EXPLAIN (FORMAT JSON, ANALYZE) " if analyze else "EXPLAIN (FORMAT JSON) "
     lock_timeout_ms = min(DEFAULT_LOCK_TIMEOUT_MS, statement_timeout_ms)
     with (
-        transaction(conn, read_only=True if read_only else None, commit=False,
-                    statement_timeout_ms=statement_timeout_ms, lock_timeout_ms=lock_timeout_ms,
-                    sql=sql, offset=len(prefix)),
+        transaction(
+            conn,
+            read_only=True if read_only else None,
+            commit=False,
+            statement_timeout_ms=statement_timeout_ms,
+            lock_timeout_ms=lock_timeout_ms,
+            sql=sql,
+            offset=len(prefix),
+        ),
         psycopg.RawCursor(conn, row_factory=tuple_row) as cur,
     ):
         _execute_extended(cur, prefix + sql, [])
@@ -171,14 +191,14 @@ def _columns(conn: Connection, cur: psycopg.RawServerCursor[Any]) -> list[dict[s
         types.execute(
             "SELECT format_type(t.oid, t.mod) FROM unnest(%s::oid[], %s::int[])"
             " WITH ORDINALITY AS t(oid, mod, n) ORDER BY t.n",
-            [oids, mods], prepare=False)
+            [oids, mods],
+            prepare=False,
+        )
         names = [name for (name,) in types.fetchall()]
     return [{"name": col.name, "type": name} for col, name in zip(cur.description, names, strict=True)]
 
 
-def _fetch_capped(
-    cur: psycopg.RawServerCursor[Any], max_rows: int, budget: int
-) -> tuple[list[list[Any]], bool]:
+def _fetch_capped(cur: psycopg.RawServerCursor[Any], max_rows: int, budget: int) -> tuple[list[list[Any]], bool]:
     """Fetch rows in batches until ``max_rows`` or ``budget`` bytes; True if any were left."""
     rows: list[list[Any]] = []
     used = 0

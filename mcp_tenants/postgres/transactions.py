@@ -67,8 +67,9 @@ def transaction(
     except psycopg.Error as exc:
         if conn.broken or conn.closed:
             raise TenantUnreachable(_LOST) from exc
-        raise user_error(exc, sql=sql, offset=offset, statement_timeout_ms=statement_timeout_ms,
-                         lock_timeout_ms=lock_timeout_ms) from exc
+        raise user_error(
+            exc, sql=sql, offset=offset, statement_timeout_ms=statement_timeout_ms, lock_timeout_ms=lock_timeout_ms
+        ) from exc
 
 
 def _make_idle(conn: Connection) -> None:
