@@ -8,8 +8,8 @@ next time another resource opens. Changes made by other processes arrive through
 announcements and drop the stale entry, so the next call reloads it from Redis.
 
 Concurrency rules, in one place:
-- ``_lock`` guards ``_entries`` and ``_closed``. It is held only to decide and to publish: no
-  Redis, database or S3 call is ever made under it.
+- ``_lock`` guards ``_entries``, ``_open`` and ``_closed``. It is held only to decide and to
+  publish: no Redis, database or S3 call is ever made under it.
 - A resource is built outside the lock and published under it after re-checking that the entry
   is still the one it was built for; a loser closes its own copy.
 - Writes to one tenant (register, remove, and a lookup that falls through to Redis) are
