@@ -29,7 +29,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +44,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from mcp_tenants import __version__
 from mcp_tenants.config import Settings, redact
 from mcp_tenants.crypto import SecretCodec
-from mcp_tenants.errors import InvalidInput, TenantsError
+from mcp_tenants.errors import InvalidInput, TenantBusy, TenantsError
 from mcp_tenants.hostguard import HostGuard
 from mcp_tenants.registry import TenantBackend, TenantManager
 from mcp_tenants.store import TenantStore
@@ -114,6 +114,69 @@ class ClientLogHandler(logging.Handler):
         asyncio.run_coroutine_threadsafe(scope.ctx.log(level, message, logger_name=record.name), scope.loop)
 
 
+class TenantGate:
+    """Caps how many calls of one tenant run at once; a call that waits too long is "tenant busy".
+
+    Used only from the event loop (single-threaded), so it needs no lock. A tenant's semaphore
+    lives while calls use it and is dropped after, so the table stays as small as the traffic.
+    """
+
+    def __init__(self, per_tenant: int, timeout: float) -> None:
+        self._per_tenant = per_tenant
+        self._timeout = timeout
+        self._slots: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}  # tenant → (semaphore, [users])
+
+    @contextlib.asynccontextmanager
+    async def slot(self, tenant_id: object) -> AsyncIterator[None]:
+        """Hold one of the tenant's slots for the duration of a call (no-op for tenant-less tools)."""
+        if not isinstance(tenant_id, str):
+            yield
+            return
+        semaphore, users = self._slots.setdefault(tenant_id, (asyncio.Semaphore(self._per_tenant), [0]))
+        users[0] += 1
+        try:
+            try:
+                await asyncio.wait_for(semaphore.acquire(), self._timeout)
+            except TimeoutError:
+                raise TenantBusy(
+                    f"tenant {tenant_id!r} is busy: {self._per_tenant} calls of it were already running for "
+                    f"{self._timeout:g} s; retry later"
+                ) from None
+            try:
+                yield
+            finally:
+                semaphore.release()
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._slots[tenant_id]
+
+
+class _ProgressTicker:
+    """Tells the client every second that a call is still running (when it asked for progress).
+
+    Costs one timer per call; the first notification goes out only after a second.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, ctx: Context, name: str) -> None:
+        self._loop, self._ctx, self._name = loop, ctx, name
+        self._started = time.monotonic()
+        self._task: asyncio.Task[None] | None = None  # keeps the latest send alive until it finishes
+        self._handle = loop.call_later(PROGRESS_INTERVAL, self._tick)
+
+    def _tick(self) -> None:
+        elapsed = time.monotonic() - self._started
+        self._task = self._loop.create_task(self._send(elapsed))
+        self._handle = self._loop.call_later(PROGRESS_INTERVAL, self._tick)
+
+    async def _send(self, elapsed: float) -> None:
+        with contextlib.suppress(Exception):  # progress is a courtesy; it must never fail a call
+            await self._ctx.report_progress(elapsed, None, f"{self._name} running for {elapsed:.0f} s")
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
 class RedactingFormatter(logging.Formatter):
     """Formats a record, traceback included, then masks every known secret in the text."""
 
@@ -143,6 +206,11 @@ class TenantServer:
         self.settings = settings
         self.mcp = MCPServer(name, version=__version__, instructions=instructions, log_level=settings.log_level)  # type: ignore[arg-type]
         self._executor = ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="mcp-tool")
+        # One tenant may hold at most half the workers (and no more than its pool), so a slow
+        # tenant's backlog waits here, on the event loop, instead of in every worker thread.
+        self._gate = TenantGate(
+            max(1, min(settings.pool_max_size, settings.worker_threads // 2)), settings.pool_timeout_ms / 1000
+        )
         # MCPServer has no public hook for logging/setLevel; the low-level server does.
         self.mcp._lowlevel_server.add_request_handler("logging/setLevel", SetLevelRequestParams, self._set_level)
 
@@ -189,10 +257,10 @@ class TenantServer:
         # The copied context carries the call scope into the worker thread (executors do not).
         run_context = contextvars.copy_context()
         run_context.run(_current_call.set, _CallScope(loop, ctx, self._client_level(ctx)))
-        future = loop.run_in_executor(self._executor, run_context.run, functools.partial(fn, **kwargs))
-        ticker = asyncio.create_task(self._report_progress(ctx, name))
+        ticker = _ProgressTicker(loop, ctx, name)
         try:
-            return await future
+            async with self._gate.slot(kwargs.get("tenant_id")):
+                return await loop.run_in_executor(self._executor, run_context.run, functools.partial(fn, **kwargs))
         except TenantsError as exc:
             raise ToolError(redact(str(exc))) from None
         except Exception:
@@ -200,15 +268,6 @@ class TenantServer:
             raise ToolError(f"internal error in {name}; the server log has the details") from None
         finally:
             ticker.cancel()
-
-    async def _report_progress(self, ctx: Context, name: str) -> None:
-        """Every second of a running call, tell the client it is still running (if it asked)."""
-        started = time.monotonic()
-        with contextlib.suppress(Exception):  # progress is a courtesy; it must never fail a call
-            while True:
-                await asyncio.sleep(PROGRESS_INTERVAL)
-                elapsed = time.monotonic() - started
-                await ctx.report_progress(elapsed, None, f"{name} running for {elapsed:.0f} s")
 
     def close(self) -> None:
         """Stop accepting work; wait for running handlers, drop queued ones."""

@@ -339,3 +339,28 @@ def test_postgres_restart_mid_session_costs_at_most_one_clear_error(make_server,
         assert rows["rows"] == [[2]]
 
     server.run(scenario)
+
+
+def test_a_slow_tenant_does_not_starve_another(make_server, pg_database):
+    # 4 workers: one tenant may use 2 at most, so 6 slow calls leave room for the other tenant.
+    server = make_server(MCP_WORKER_THREADS="4")
+
+    async def main():
+        async with server.connect() as client:
+            session = Session(client)
+            await session.call("register_tenant", **register_args(pg_database, tenant_id="slow"))
+            await session.call("register_tenant", **register_args(pg_database, tenant_id="fast"))
+            finished: list[str] = []
+
+            async def call(tenant_id, sql):
+                await session.call("query", tenant_id=tenant_id, sql=sql)
+                finished.append(tenant_id)
+
+            slow = [asyncio.create_task(call("slow", "SELECT pg_sleep(1)")) for _ in range(6)]
+            await asyncio.sleep(0.2)
+            await call("fast", "SELECT 1")
+            await asyncio.gather(*slow)
+            # The fast tenant's call finished while most of the slow tenant's backlog still waited.
+            assert finished.index("fast") <= 2, finished
+
+    asyncio.run(main())

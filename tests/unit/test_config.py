@@ -109,3 +109,20 @@ def test_redis_url_wins_and_is_described_without_password():
     s = Settings.from_env("postgres", {"REDIS_URL": "redis://:topsecret@cache:6390/3", "REDIS_HOST": "ignored"})
     assert s.redis.client_kwargs() == {"url": "redis://:topsecret@cache:6390/3"}
     assert "topsecret" not in s.redis.describe()
+
+
+def test_redactor_masks_longest_overlapping_secret_and_keeps_the_rest():
+    from mcp_tenants.config import Redactor
+
+    r = Redactor()
+    r.add("abcd", "abcdef-long", "xyz9", None, "ab")  # "ab" is too short to mask
+    assert r("1 abcdef-long 2 abcd 3 abcdxyz9 ab") == "1 *** 2 *** 3 ****** ab"
+    assert r("") == "" and r("abc") == "abc"
+
+
+def test_redactor_cost_does_not_grow_with_the_number_of_secrets():
+    from mcp_tenants.config import Redactor
+
+    r = Redactor()
+    r.add(*(f"secret-{i:06d}" for i in range(20_000)))
+    assert r("x secret-012345 y secret-019999") == "x *** y ***"

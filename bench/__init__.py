@@ -1,0 +1,1 @@
+"""Benchmarks of the mcp-tenants servers; run with ``bench/run`` (see bench/README.rst)."""

@@ -1,0 +1,37 @@
+"""TenantGate: a per-tenant cap on running calls, on the event loop."""
+
+import asyncio
+
+import pytest
+
+from mcp_tenants.errors import TenantBusy
+from mcp_tenants.server import TenantGate
+
+
+def test_a_tenant_over_its_cap_waits_then_is_busy_while_others_pass():
+    gate = TenantGate(per_tenant=2, timeout=0.2)
+    release = asyncio.Event
+
+    async def main():
+        hold = release()
+
+        async def occupy():
+            async with gate.slot("slow"):
+                await hold.wait()
+
+        holders = [asyncio.create_task(occupy()) for _ in range(2)]
+        await asyncio.sleep(0.01)
+        with pytest.raises(TenantBusy, match="'slow' is busy"):
+            async with gate.slot("slow"):
+                pass
+        async with gate.slot("other"):  # another tenant is not held up
+            pass
+        async with gate.slot(None):  # tools without a tenant are never gated
+            pass
+        hold.set()
+        await asyncio.gather(*holders)
+        async with gate.slot("slow"):  # free again
+            pass
+        assert gate._slots == {}  # nothing kept for idle tenants
+
+    asyncio.run(main())
