@@ -1,7 +1,7 @@
 """TenantManager: the lock-protected registry of one server's tenants.
 
-Start-up: connect to Redis (a warning when it is down) → load every stored tenant → load the
-environment's tenants, which win. Lookup: memory → Redis → environment → ``TenantNotFound``.
+Start-up: connect to Redis (a warning when it is down) → the environment's tenants, which win →
+every stored tenant, loaded in the background. Lookup: memory → Redis → environment → ``TenantNotFound``.
 Pools and clients ("resources") open lazily on a tenant's first use; at most ``max_open`` stay
 open (least recently used closed first), and one idle longer than ``idle_seconds`` is closed the
 next time another resource opens. Changes made by other processes arrive through the store's
@@ -95,35 +95,49 @@ class TenantManager(Generic[C, R]):
         self._entries: dict[str, _Entry[C, R]] = {}
         # Tenants with an open resource, least recently used first.
         self._open: OrderedDict[str, None] = OrderedDict()
+        # While the background preload runs: tenants changed meanwhile, which it must not publish.
+        self._touched: set[str] | None = None
         self._closed = False
 
     # -- life cycle -----------------------------------------------------------------------------
 
     def open(self) -> TenantManager[C, R]:
-        """Load the tenants: Redis first, then the environment, which takes precedence."""
-        loaded: dict[str, _Entry[C, R]] = {}
-        if self.store is not None and self.store.connect():
-            try:
-                configs, errors = self.store.load_all()
-            except StoreUnavailable as exc:
-                configs, errors = {}, {}
-                logger.warning("could not load tenants from Redis: %s", exc)
-            for tenant_id, error in sorted(errors.items()):
-                logger.error("skipping stored tenant %r: %s", tenant_id, error)
-            loaded.update({tid: _Entry(cfg, "redis") for tid, cfg in configs.items()})
+        """Connect to Redis, take the environment's tenants, and load the stored ones.
+
+        The stored tenants load on a background thread, so start-up does not grow with their
+        number: until it finishes, a lookup falls through to Redis as for any tenant not yet in
+        memory. The environment's tenants are in place before this returns and always win.
+        """
         from_env = env_tenants(self.backend.config_type, self._environ)
-        loaded.update({tid: _Entry(cfg, "env") for tid, cfg in from_env.items()})  # type: ignore[misc,arg-type]
         with self._lock:
-            self._entries.update(loaded)
+            self._entries.update({tid: _Entry(cfg, "env") for tid, cfg in from_env.items()})  # type: ignore[misc,arg-type]
+        logger.info("%s server: %d tenant(s) from the environment", self.backend.server, len(from_env))
+        if self.store is not None and self.store.connect():
+            with self._lock:
+                self._touched = set()
+            threading.Thread(target=self._preload, name="tenant-preload", daemon=True).start()
         if self.store is not None:
             self.store.watch(self._on_remote_change)
-        logger.info(
-            "%s server: %d tenant(s) from Redis, %d from the environment",
-            self.backend.server,
-            len(loaded) - len(from_env),
-            len(from_env),
-        )
         return self
+
+    def _preload(self) -> None:
+        """Load every stored tenant into memory (the background half of ``open``)."""
+        assert self.store is not None
+        try:
+            configs, errors = self.store.load_all()
+        except StoreUnavailable as exc:
+            configs, errors = {}, {}
+            logger.warning("could not load tenants from Redis: %s", exc)
+        for tenant_id, error in sorted(errors.items()):
+            logger.error("skipping stored tenant %r: %s", tenant_id, error)
+        with self._lock:
+            # A tenant written or dropped since loading began may be stale here: skip it (the
+            # next lookup reads Redis), and never replace an entry already in memory.
+            touched, self._touched = self._touched or set(), None
+            for tenant_id, config in configs.items():
+                if tenant_id not in touched and not self._closed:
+                    self._entries.setdefault(tenant_id, _Entry(config, "redis"))
+        logger.info("%s server: %d tenant(s) loaded from Redis", self.backend.server, len(configs))
 
     def __enter__(self) -> TenantManager[C, R]:
         return self.open()
@@ -255,6 +269,8 @@ class TenantManager(Generic[C, R]):
 
     def _detach(self, tenant_id: str) -> _Entry[C, R] | None:
         """Under ``_lock``: remove an entry and forget its open resource."""
+        if self._touched is not None:
+            self._touched.add(tenant_id)
         self._open.pop(tenant_id, None)
         return self._entries.pop(tenant_id, None)
 
@@ -267,6 +283,8 @@ class TenantManager(Generic[C, R]):
             with self._lock:
                 entry = self._entries.get(tenant_id)
                 if entry is None or entry.source == "env":
+                    if self._touched is not None:
+                        self._touched.add(tenant_id)  # the preload may hold its old config
                     return
                 self._detach(tenant_id)
             if entry.resource is not None:

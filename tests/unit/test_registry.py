@@ -267,3 +267,36 @@ def test_list_pages_by_cursor_and_includes_other_processes_tenants(server):
             break
     assert seen == ["envy"] + [f"p{i}" for i in range(7)]
     assert all("password" not in t for t in page)
+
+
+def test_background_preload_never_resurrects_a_tenant_removed_meanwhile(server):
+    first, _ = make_manager(server, environ={})
+    first.register(tenant("doomed"))
+    first.register(tenant("kept"))
+    first.close()
+
+    client = fakeredis.FakeRedis(server=server, decode_responses=True)
+    store = TenantStore(RedisSettings(), "postgres", PostgresTenant, SecretCodec(), client=client)
+    loading, release = threading.Event(), threading.Event()
+    real_load_all = store.load_all
+
+    def slow_load_all():
+        result = real_load_all()  # reads "doomed" before it is removed
+        loading.set()
+        release.wait(5)
+        return result
+
+    store.load_all = slow_load_all
+    manager = TenantManager(FakeBackend(PostgresTenant), store, {}, guard=NO_DNS).open()
+    assert loading.wait(5)
+    manager.remove("doomed")
+    release.set()
+    for _ in range(200):
+        if manager._touched is None:  # preload finished
+            break
+        threading.Event().wait(0.01)
+    with pytest.raises(TenantNotFound):
+        manager.get("doomed")
+    with manager._lock:
+        assert "kept" in manager._entries and "doomed" not in manager._entries
+    manager.close()
