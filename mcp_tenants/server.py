@@ -7,11 +7,8 @@ concurrent handlers is capped in one place. The async wrapper around each tool i
 error boundary: the project's typed errors become tool errors with their (redacted) message, and
 anything else becomes a generic "internal error" with details only in the server log.
 
-While a tool runs, the wrapper also keeps the client informed: a call that takes longer than a
-second sends a progress notification every second (when the client asked for progress), and log
-records our code emits on the worker thread during the call are forwarded to the client as MCP
-log messages at or above the level the client chose (``logging/setLevel``, or the per-request
-level of newer protocol versions).
+While a tool runs, the wrapper keeps its client informed (``feedback``: progress and log
+messages), and a per-tenant gate keeps one slow tenant from occupying every worker.
 """
 
 from __future__ import annotations
@@ -21,31 +18,37 @@ import asyncio
 import contextlib
 import contextvars
 import functools
-import hmac
 import inspect
-import ipaddress
 import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import EmptyResult, LoggingLevel, SetLevelRequestParams, ToolAnnotations
+from mcp.types import EmptyResult, SetLevelRequestParams, ToolAnnotations
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from mcp_tenants import __version__
 from mcp_tenants.config import Settings, redact
 from mcp_tenants.crypto import SecretCodec
 from mcp_tenants.errors import InvalidInput, TenantBusy, TenantsError
+from mcp_tenants.feedback import (
+    LOG_LEVEL_STATE,
+    MCP_LEVELS,
+    CallScope,
+    ClientLogHandler,
+    ProgressTicker,
+    connection_state,
+    current_call,
+)
 from mcp_tenants.hostguard import HostGuard
+from mcp_tenants.httpauth import BearerTokenMiddleware, is_loopback
 from mcp_tenants.registry import TenantBackend, TenantManager
 from mcp_tenants.store import TenantStore
 
@@ -57,61 +60,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 READS = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True)
 WRITES = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False)
 DELETES = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True)
-
-
-#: Python logging level of each MCP log level name.
-MCP_LEVELS: dict[str, int] = {
-    "debug": logging.DEBUG,
-    "info": logging.INFO,
-    "notice": logging.INFO + 5,
-    "warning": logging.WARNING,
-    "error": logging.ERROR,
-    "critical": logging.CRITICAL,
-    "alert": logging.CRITICAL + 5,
-    "emergency": logging.CRITICAL + 10,
-}
-#: Seconds between progress notifications of a running call.
-PROGRESS_INTERVAL = 1.0
-
-
-@dataclass(frozen=True)
-class _CallScope:
-    """What the worker thread needs to reach the client of the call it runs."""
-
-    loop: asyncio.AbstractEventLoop
-    ctx: Context
-    min_level: int
-
-
-_current_call: contextvars.ContextVar[_CallScope | None] = contextvars.ContextVar("mcp_call", default=None)
-
-
-_LOG_LEVEL_STATE = "mcp_tenants.log_level"
-
-
-def _connection_state(session: Any) -> dict[str, Any]:
-    """The SDK's per-connection scratch state (``Connection.state``) of a request's session.
-
-    Sessions are per request in this SDK; the connection behind them lasts as long as the client.
-    """
-    state: dict[str, Any] = session._connection.state
-    return state
-
-
-class ClientLogHandler(logging.Handler):
-    """Forwards records emitted during a tool call to that call's client as MCP log messages."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        scope = _current_call.get()
-        if scope is None or record.levelno < scope.min_level:
-            return
-        level: LoggingLevel = "debug"
-        for name, number in MCP_LEVELS.items():  # the highest MCP level not above the record's
-            if record.levelno >= number:
-                level = name  # type: ignore[assignment]
-        message = redact(record.getMessage())
-        # Fire and forget: the worker thread never waits on the event loop.
-        asyncio.run_coroutine_threadsafe(scope.ctx.log(level, message, logger_name=record.name), scope.loop)
 
 
 class TenantGate:
@@ -152,31 +100,6 @@ class TenantGate:
                 del self._slots[tenant_id]
 
 
-class _ProgressTicker:
-    """Tells the client every second that a call is still running (when it asked for progress).
-
-    Costs one timer per call; the first notification goes out only after a second.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, ctx: Context, name: str) -> None:
-        self._loop, self._ctx, self._name = loop, ctx, name
-        self._started = time.monotonic()
-        self._task: asyncio.Task[None] | None = None  # keeps the latest send alive until it finishes
-        self._handle = loop.call_later(PROGRESS_INTERVAL, self._tick)
-
-    def _tick(self) -> None:
-        elapsed = time.monotonic() - self._started
-        self._task = self._loop.create_task(self._send(elapsed))
-        self._handle = self._loop.call_later(PROGRESS_INTERVAL, self._tick)
-
-    async def _send(self, elapsed: float) -> None:
-        with contextlib.suppress(Exception):  # progress is a courtesy; it must never fail a call
-            await self._ctx.report_progress(elapsed, None, f"{self._name} running for {elapsed:.0f} s")
-
-    def cancel(self) -> None:
-        self._handle.cancel()
-
-
 class RedactingFormatter(logging.Formatter):
     """Formats a record, traceback included, then masks every known secret in the text."""
 
@@ -215,7 +138,7 @@ class TenantServer:
         self.mcp._lowlevel_server.add_request_handler("logging/setLevel", SetLevelRequestParams, self._set_level)
 
     async def _set_level(self, ctx: Any, params: SetLevelRequestParams) -> EmptyResult:
-        _connection_state(ctx.session)[_LOG_LEVEL_STATE] = MCP_LEVELS[params.level]
+        connection_state(ctx.session)[LOG_LEVEL_STATE] = MCP_LEVELS[params.level]
         return EmptyResult()
 
     def _client_level(self, ctx: Context) -> int:
@@ -223,7 +146,7 @@ class TenantServer:
         if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
             return logging.DEBUG  # the SDK drops what this request did not opt in to
         # Until the client chooses a level with logging/setLevel, nothing is forwarded.
-        level: int = _connection_state(ctx.session).get(_LOG_LEVEL_STATE, logging.CRITICAL + 100)
+        level: int = connection_state(ctx.session).get(LOG_LEVEL_STATE, logging.CRITICAL + 100)
         return level
 
     def tool(self, annotations: ToolAnnotations, *, title: str | None = None) -> Callable[[F], F]:
@@ -256,8 +179,8 @@ class TenantServer:
         loop = asyncio.get_running_loop()
         # The copied context carries the call scope into the worker thread (executors do not).
         run_context = contextvars.copy_context()
-        run_context.run(_current_call.set, _CallScope(loop, ctx, self._client_level(ctx)))
-        ticker = _ProgressTicker(loop, ctx, name)
+        run_context.run(current_call.set, CallScope(loop, ctx, self._client_level(ctx)))
+        ticker = ProgressTicker(loop, ctx, name)
         try:
             async with self._gate.slot(kwargs.get("tenant_id")):
                 return await loop.run_in_executor(self._executor, run_context.run, functools.partial(fn, **kwargs))
@@ -292,40 +215,6 @@ class TenantServer:
         config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", lifespan="on")
         logger.info("serving streamable HTTP on http://%s:%d/mcp", settings.host, settings.port)
         await uvicorn.Server(config).serve()
-
-
-class BearerTokenMiddleware:
-    """ASGI middleware: every HTTP request must carry ``Authorization: Bearer <token>``."""
-
-    def __init__(self, app: Any, token: str) -> None:
-        self.app = app
-        self._expected = f"Bearer {token}".encode()
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            given = dict(scope.get("headers") or []).get(b"authorization", b"")
-            # Constant-time comparison: the time taken says nothing about how much matched.
-            if not hmac.compare_digest(given, self._expected):
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 401,
-                        "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")],
-                    }
-                )
-                await send({"type": "http.response.body", "body": b'{"error": "missing or wrong bearer token"}'})
-                return
-        await self.app(scope, receive, send)
-
-
-def is_loopback(host: str) -> bool:
-    """True for localhost and loopback addresses."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_args(prog: str, argv: Sequence[str] | None) -> argparse.Namespace:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import select
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from time import monotonic
 from typing import Any, ClassVar
 
 import psycopg
@@ -21,6 +24,9 @@ Connection = psycopg.Connection[Any]
 logger = logging.getLogger(__name__)
 
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+#: A pooled connection idle for longer than this gets a round trip when it is checked out.
+CHECK_AFTER_IDLE_S = 5.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,6 +103,44 @@ def describe_connect_error(config: PostgresTenant, exc: Exception) -> str:
     )
 
 
+# When each pooled connection last went idle: connected, or reset after a call. The pool's worker
+# thread writes and callers' threads read, each one dict operation (atomic); a connection that is
+# closed and collected drops out on its own.
+_idle_since: weakref.WeakKeyDictionary[Connection, float] = weakref.WeakKeyDictionary()
+
+
+def check_connection(conn: Connection) -> None:
+    """Pool ``check``: a round trip only for a connection that may have died while idle.
+
+    A server that ends a connection (restart, crash, ``pg_terminate_backend``, idle timeout)
+    sends a FATAL message or at least end-of-file, so an idle connection with something to read
+    is suspect; so is one idle for longer than ``CHECK_AFTER_IDLE_S`` (its host may have gone
+    without a word). Those get psycopg_pool's check, an empty query, and the pool replaces them
+    if it fails; the others are handed out without a round trip.
+    """
+    idle_since = _idle_since.get(conn)
+    if idle_since is None or monotonic() - idle_since > CHECK_AFTER_IDLE_S or _readable(conn):
+        ConnectionPool.check_connection(conn)
+
+
+def _readable(conn: Connection) -> bool:
+    # poll, not select: a process with many tenants can hold descriptors past FD_SETSIZE.
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def _mark_idle(conn: Connection) -> None:
+    """Pool ``configure`` callback: a new connection is idle from now."""
+    _idle_since[conn] = monotonic()
+
+
+def _reset_connection(conn: Connection) -> None:
+    """Pool ``reset`` callback: ``tools.reset_connection``, then idle from now."""
+    reset_connection(conn)
+    _idle_since[conn] = monotonic()
+
+
 class PostgresBackend:
     """Opens, checks and closes PostgreSQL connection pools for the TenantManager."""
 
@@ -109,12 +153,19 @@ class PostgresBackend:
     def open(self, config: PostgresTenant) -> ConnectionPool:
         """A pool that connects lazily, checks connections on checkout and resets them on return."""
         return ConnectionPool(
-            kwargs=config.conninfo(connect_timeout=self.settings.connect_timeout_s),
+            # Autocommit: every tool call sends its own BEGIN (see transactions.transaction).
+            # No automatic prepared statements: DISCARD ALL drops them on every return.
+            kwargs={
+                **config.conninfo(connect_timeout=self.settings.connect_timeout_s),
+                "autocommit": True,
+                "prepare_threshold": None,
+            },
             min_size=0,
             max_size=self.settings.pool_max_size,
             # Checking on checkout means a PostgreSQL restart costs a reconnect, not a failed call.
-            check=ConnectionPool.check_connection,
-            reset=reset_connection,
+            check=check_connection,
+            configure=_mark_idle,
+            reset=_reset_connection,
             timeout=self.settings.pool_timeout_ms / 1000,
             max_idle=300,
             num_workers=1,

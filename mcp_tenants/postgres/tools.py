@@ -1,9 +1,11 @@
 """PostgreSQL tool logic: plain synchronous functions over one psycopg connection.
 
 The MCP layer takes a connection from the tenant's ``psycopg_pool.ConnectionPool`` and calls
-these. The pool must be built with ``reset=reset_connection`` and ``autocommit=False`` (the
-default); session settings belong in the conninfo (``options="-c ..."``), because
-``DISCARD ALL`` in the reset resets anything a ``configure`` callback SETs.
+these. The pool must be built with ``reset=reset_connection``; its connections may be in
+autocommit mode or not (``autocommit=True`` and ``prepare_threshold=None`` save work: each call
+sends its own ``BEGIN``, and ``DISCARD ALL`` drops prepared statements anyway). Session settings
+belong in the conninfo (``options="-c ..."``), because ``DISCARD ALL`` in the reset resets
+anything a ``configure`` callback SETs; the settings a result depends on are set per transaction.
 
 Every function leaves the connection idle (no open transaction) when it returns and when it
 raises, and raises only ``TenantsError`` subclasses. SQL text goes to the server on the extended
@@ -52,6 +54,15 @@ _FIRST_BATCH = 100
 _MAX_BATCH = 1_000
 _IDLE = pq.TransactionStatus.IDLE
 
+# format_type() names by (server version, oid, typmod), shared by every pool. Only built-in types:
+# OIDs below 10000 are assigned in PostgreSQL's own catalogs, the same on every server of a
+# version; other types can be renamed, or dropped and their OID reused, so they are looked up
+# on every call. Bounded, because typmods (varchar(n), numeric(p, s)) have no end.
+# Threads share it without a lock: each get and set is one atomic dict operation.
+_BUILTIN_TYPE_NAMES: dict[tuple[int, int, int], str] = {}
+_FIRST_UNPINNED_OID = 10_000
+_MAX_TYPE_NAMES = 10_000
+
 
 def query(
     conn: Connection,
@@ -77,8 +88,6 @@ def query(
     )
     guard.check_query(sql, standard_conforming_strings=_standard_strings(conn))
     lock_timeout_ms = min(lock_timeout_ms, statement_timeout_ms)
-    # RawServerCursor: DECLARE ... CURSOR FOR <sql>, sent with the extended protocol and the
-    # $n placeholders passed through; DECLARE itself accepts only a SELECT-shaped query.
     with (
         transaction(
             conn,
@@ -89,13 +98,17 @@ def query(
             sql=sql,
             offset=len(_DECLARE_PREFIX),
         ),
-        psycopg.RawServerCursor(conn, _CURSOR_NAME, row_factory=tuple_row) as cur,
+        psycopg.RawCursor(conn, row_factory=tuple_row) as cur,
     ):
         text_loaders(cur.adapters)
-        cur.execute(sql, bind_params(params))
+        # DECLARE ... CURSOR FOR <sql> on the extended protocol, $n placeholders passed through;
+        # DECLARE itself accepts only a SELECT-shaped query. The rows come by FETCH, whose result
+        # describes the columns too; ROLLBACK closes the cursor.
+        _execute_extended(cur, _DECLARE_PREFIX + sql, params)
+        first = _fetch(cur, min(max_rows + 1, _FIRST_BATCH))
         columns = _columns(conn, cur)
         envelope = {"columns": columns, "rows": [], "row_count": max_rows, "truncated": True}
-        rows, truncated = _fetch_capped(cur, max_rows, max_bytes - json_size(envelope))
+        rows, truncated = _fetch_capped(cur, first, max_rows, max_bytes - json_size(envelope))
     return {"columns": columns, "rows": rows, "row_count": len(rows), "truncated": truncated}
 
 
@@ -164,13 +177,17 @@ def reset_connection(conn: Connection) -> None:
     if conn.info.transaction_status != _IDLE:
         conn.rollback()
     conn.read_only = None
-    autocommit = conn.autocommit
     # DISCARD ALL refuses to run inside a transaction block, which autocommit=False would open.
-    conn.autocommit = True
+    # prepare=False: psycopg prepares a statement it sees often, and a prepared DISCARD ALL
+    # deallocates itself, failing the next reset.
+    autocommit = conn.autocommit
+    if not autocommit:
+        conn.autocommit = True
     try:
-        conn.execute("DISCARD ALL")
+        conn.execute(b"DISCARD ALL", prepare=False)
     finally:
-        conn.autocommit = autocommit
+        if not autocommit:
+            conn.autocommit = False
 
 
 def _execute_extended(cur: psycopg.RawCursor[Any], sql: str, params: Sequence[Any]) -> None:
@@ -180,31 +197,50 @@ def _execute_extended(cur: psycopg.RawCursor[Any], sql: str, params: Sequence[An
     cur.execute(sql, bind_params(params), prepare=False, binary=True)
 
 
-def _columns(conn: Connection, cur: psycopg.RawServerCursor[Any]) -> list[dict[str, str]]:
+def _fetch(cur: psycopg.RawCursor[Any], count: int) -> list[tuple[Any, ...]]:
+    """The next ``count`` rows of the query's cursor (constant SQL: the simple protocol is fine)."""
+    cur.execute(f'FETCH FORWARD {count:d} FROM "{_CURSOR_NAME}"'.encode(), prepare=False)
+    return cur.fetchall()
+
+
+def _columns(conn: Connection, cur: psycopg.RawCursor[Any]) -> list[dict[str, str]]:
     """Column names with their SQL type names as format_type() spells them."""
     res = cur.pgresult
     if res is None or not cur.description:
         return []
-    oids = [res.ftype(i) for i in range(res.nfields)]
-    mods = [res.fmod(i) for i in range(res.nfields)]
+    version = conn.info.server_version
+    keys = [(version, res.ftype(i), res.fmod(i)) for i in range(res.nfields)]
+    names = [name for key in keys if (name := _BUILTIN_TYPE_NAMES.get(key)) is not None]
+    if len(names) < len(keys):
+        names = _format_types(conn, keys)
+    return [{"name": col.name, "type": name} for col, name in zip(cur.description, names, strict=True)]
+
+
+def _format_types(conn: Connection, keys: list[tuple[int, int, int]]) -> list[str]:
+    """format_type() of each (server version, oid, typmod); built-in types are remembered."""
     with conn.cursor(row_factory=tuple_row) as types:
         types.execute(
             "SELECT format_type(t.oid, t.mod) FROM unnest(%s::oid[], %s::int[])"
             " WITH ORDINALITY AS t(oid, mod, n) ORDER BY t.n",
-            [oids, mods],
+            [[oid for _, oid, _ in keys], [mod for _, _, mod in keys]],
             prepare=False,
         )
         names = [name for (name,) in types.fetchall()]
-    return [{"name": col.name, "type": name} for col, name in zip(cur.description, names, strict=True)]
+    for key, name in zip(keys, names, strict=True):
+        if key[1] < _FIRST_UNPINNED_OID and len(_BUILTIN_TYPE_NAMES) < _MAX_TYPE_NAMES:
+            _BUILTIN_TYPE_NAMES[key] = name
+    return names
 
 
-def _fetch_capped(cur: psycopg.RawServerCursor[Any], max_rows: int, budget: int) -> tuple[list[list[Any]], bool]:
-    """Fetch rows in batches until ``max_rows`` or ``budget`` bytes; True if any were left."""
+def _fetch_capped(
+    cur: psycopg.RawCursor[Any], fetched: list[tuple[Any, ...]], max_rows: int, budget: int
+) -> tuple[list[list[Any]], bool]:
+    """Convert ``fetched``, then fetch more, until ``max_rows`` or ``budget`` bytes; True if any
+    rows were left. ``fetched`` is the first batch, of ``min(max_rows + 1, _FIRST_BATCH)`` rows."""
     rows: list[list[Any]] = []
     used = 0
     batch = min(max_rows + 1, _FIRST_BATCH)
     while True:
-        fetched = cur.fetchmany(batch)
         for raw in fetched:
             if len(rows) == max_rows:
                 return rows, True
@@ -220,6 +256,7 @@ def _fetch_capped(cur: psycopg.RawServerCursor[Any], max_rows: int, budget: int)
         # fetched by the thousand only to be dropped.
         average = max(used // max(len(rows), 1), 1)
         batch = max(1, min(_MAX_BATCH, (budget - used) // average + 1, max_rows - len(rows) + 1))
+        fetched = _fetch(cur, batch)
 
 
 def _standard_strings(conn: Connection) -> bool:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import decimal
+import functools
 import ipaddress
 import json
 import math
@@ -78,6 +79,7 @@ def text_loaders(adapters: AdaptersMap) -> None:
             adapters.register_loader(name, _with_text_fallback(default))
 
 
+@functools.cache  # one class per default loader: a class per call cost more than the query
 def _with_text_fallback(default: type[LoaderProtocol]) -> type[Loader]:
     """Wrap a date/time loader so out-of-range values come back as PostgreSQL's text."""
 
