@@ -19,8 +19,10 @@ import pytest
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
+from mcp_tenants.config import Settings
 from mcp_tenants.errors import AccessDenied, QueryError, TenantsError
 from mcp_tenants.postgres import guard, tools
+from mcp_tenants.postgres.tenant import PostgresBackend, PostgresTenant
 
 TIMEOUT_MS = 5_000
 
@@ -232,3 +234,70 @@ def test_reset_leaves_nothing_of_the_last_caller(pool: ConnectionPool,
     with psycopg.connect(**database) as other:
         assert other.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
                              ).fetchone() == (0,)
+
+
+# --- the server's own pool: autocommit connections, each call sending its own BEGIN -----------
+
+
+@pytest.fixture(scope="module")
+def server_pool(database: dict[str, Any]) -> Iterator[ConnectionPool]:
+    """One connection, in a pool built as the server builds it (``PostgresBackend.open``)."""
+    config = PostgresTenant(tenant_id="attacks", host=database["host"], port=database["port"],
+                            database=database["dbname"], user=database["user"],
+                            password=database["password"])
+    backend = PostgresBackend(Settings.from_env("postgres", {}, pool_max_size=1))
+    pool = backend.open(config)
+    yield pool
+    backend.close(pool)
+
+
+@pytest.fixture
+def run_on_server_pool(server_pool: ConnectionPool) -> Iterator[Callable[..., dict[str, Any]]]:
+    """``query`` on the server's pool; afterwards its connection must still be read-only."""
+
+    def call(text: str) -> dict[str, Any]:
+        with server_pool.connection() as conn:
+            return tools.query(conn, text, [], max_rows=100, max_bytes=1 << 20,
+                               statement_timeout_ms=TIMEOUT_MS)
+
+    yield call
+    with server_pool.connection() as conn:
+        assert conn.autocommit is True
+    after = call("SELECT current_setting('transaction_read_only'),"
+                 " current_setting('default_transaction_read_only'),"
+                 " current_setting('work_mem') <> '77MB', count(*) FROM t")
+    assert after["rows"] == [["on", "off", True, 3]]
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_attack_is_refused_on_the_servers_pool(run_on_server_pool: Callable[..., Any],
+                                               unharmed: None, attack: str) -> None:
+    with pytest.raises(AccessDenied, match=r"allowed|read-only"):
+        run_on_server_pool(attack)
+
+
+@pytest.mark.parametrize(("attack", "expected"), [
+    ("SELECT 1; COMMIT; DROP TABLE t", QueryError),
+    ("COMMIT; BEGIN READ WRITE; DELETE FROM t", QueryError),
+    ("DELETE FROM t", QueryError),
+    ("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d", QueryError),
+    ("SELECT * INTO t2 FROM t", QueryError),
+    ("SELECT nextval('seq')", AccessDenied),
+    ("SELECT set_config('transaction_read_only', 'off', true)", QueryError),
+    ("SELECT set_config('default_transaction_read_only', 'off', false),"
+     " set_config('work_mem', '77MB', false), 1 / 0", QueryError),
+])
+def test_without_the_lexer_the_database_layers_hold_on_the_servers_pool(
+        run_on_server_pool: Callable[..., Any], unharmed: None, monkeypatch: pytest.MonkeyPatch,
+        attack: str, expected: type[TenantsError]) -> None:
+    monkeypatch.setattr(guard, "check_query", lambda *args, **kwargs: None)
+    with pytest.raises(expected):
+        run_on_server_pool(attack)
+
+
+def test_without_the_lexer_a_session_setting_dies_with_the_transaction_on_the_servers_pool(
+        run_on_server_pool: Callable[..., Any], unharmed: None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(guard, "check_query", lambda *args, **kwargs: None)
+    run_on_server_pool("SELECT set_config('default_transaction_read_only', 'off', false),"
+                       " set_config('work_mem', '77MB', false)")

@@ -16,8 +16,10 @@ import pytest
 from psycopg import pq, sql
 from psycopg_pool import ConnectionPool
 
+from mcp_tenants.config import Settings
 from mcp_tenants.errors import AccessDenied, InvalidInput, QueryError, TenantUnreachable
 from mcp_tenants.postgres import tools
+from mcp_tenants.postgres.tenant import PostgresBackend, PostgresTenant
 
 SCHEMA = """
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
@@ -192,6 +194,44 @@ def test_query_with_no_rows_still_describes_columns(call: Callable[..., Any]) ->
                       "rows": [], "row_count": 0, "truncated": False}
 
 
+def test_query_runs_read_only_with_its_settings_and_keeps_autocommit(
+        database: dict[str, Any], call: Callable[..., Any]) -> None:
+    text = ("SELECT current_setting('transaction_read_only'), current_setting('statement_timeout'),"
+            " current_setting('lock_timeout'), current_setting('IntervalStyle'),"
+            " current_setting('DateStyle')")
+    expected = [["on", "5s", "5s", "iso_8601", "ISO, YMD"]]
+    assert query(call, text)["rows"] == expected  # a connection in a transaction-per-call mode
+    for autocommit in (False, True):
+        with psycopg.connect(**database["owner"], autocommit=autocommit) as conn:
+            result = tools.query(conn, text, [], max_rows=1, max_bytes=1000,
+                                 statement_timeout_ms=TIMEOUT_MS)
+            assert result["rows"] == expected
+            assert conn.autocommit is autocommit
+            assert conn.info.transaction_status == pq.TransactionStatus.IDLE
+
+
+def test_type_names_are_the_same_when_remembered(call: Callable[..., Any]) -> None:
+    text = "SELECT 'x'::varchar(7) AS v, 1.5::numeric(4, 1) AS n, now() AS t, '{}'::int[] AS a"
+    first, second = query(call, text)["columns"], query(call, text)["columns"]
+    assert first == second == [
+        {"name": "v", "type": "character varying(7)"}, {"name": "n", "type": "numeric(4,1)"},
+        {"name": "t", "type": "timestamp with time zone"}, {"name": "a", "type": "integer[]"}]
+
+
+def test_a_renamed_type_is_reported_by_its_new_name(call: Callable[..., Any]) -> None:
+    # Only built-in type names are remembered: a type of the database's own can change.
+    def run(text: str) -> Any:
+        return call(tools.execute, text, [], statement_timeout_ms=TIMEOUT_MS)
+
+    run("CREATE TYPE shade AS ENUM ('dark')")
+    try:
+        assert query(call, "SELECT 'dark'::shade")["columns"][0]["type"] == "shade"
+        run("ALTER TYPE shade RENAME TO tone")
+        assert query(call, "SELECT 'dark'::tone")["columns"][0]["type"] == "tone"
+    finally:
+        run("DROP TYPE IF EXISTS shade, tone")
+
+
 # --- query: caps -------------------------------------------------------------------------------
 
 
@@ -331,6 +371,16 @@ def test_execute_statement_timeout(call: Callable[..., Any]) -> None:
         call(tools.execute, "SELECT pg_sleep(5)", [], statement_timeout_ms=100)
 
 
+def test_many_commits_in_a_row_keep_the_pooled_connection(call: Callable[..., Any]) -> None:
+    # psycopg prepares a statement it has seen five times; a prepared DISCARD ALL in the reset
+    # would deallocate itself, fail the next reset, and cost the pool its connection.
+    # (A query in between would hide it: psycopg forgets its counts on ROLLBACK.)
+    pid = query(call, "SELECT pg_backend_pid()")["rows"][0][0]
+    for _ in range(8):
+        call(tools.execute, "SELECT 1", [], statement_timeout_ms=TIMEOUT_MS)
+    assert query(call, "SELECT pg_backend_pid()")["rows"] == [[pid]]
+
+
 # --- explain_query -----------------------------------------------------------------------------
 
 
@@ -436,3 +486,46 @@ def test_describe_unknown_table_suggests_the_stored_name(call: Callable[..., Any
         call(tools.describe_table, "public", "Customers")
     with pytest.raises(InvalidInput, match='schema "nope" does not exist'):
         call(tools.describe_table, "nope", "customers")
+
+
+# --- the server's pool (PostgresBackend.open) ---------------------------------------------------
+
+
+@pytest.fixture
+def server_pool(database: dict[str, Any]) -> Iterator[ConnectionPool]:
+    """A pool built as the server builds it: autocommit, no prepared statements, cheap checks."""
+    info = database["owner"]
+    config = PostgresTenant(tenant_id="tools", host=info["host"], port=info["port"],
+                            database=info["dbname"], user=info["user"], password=info["password"])
+    backend = PostgresBackend(Settings.from_env("postgres", {}, pool_max_size=1))
+    pool = backend.open(config)
+    yield pool
+    backend.close(pool)
+
+
+def test_server_pool_runs_every_tool_and_stays_read_only(call: Callable[..., Any],
+                                                          server_pool: ConnectionPool) -> None:
+    for _ in range(8):  # past psycopg's prepare threshold
+        result = query(call, "SELECT current_setting('transaction_read_only'), count(*)"
+                             " FROM customers", pool=server_pool)
+        assert result["rows"] == [["on", 2]]
+        with pytest.raises(AccessDenied):
+            query(call, "SELECT nextval('invoice_numbers')", pool=server_pool)
+        with pytest.raises(QueryError, match="division by zero"):
+            query(call, "SELECT 1 / 0", pool=server_pool)
+        call(tools.execute, "UPDATE customers SET name = name", [], pool=server_pool,
+             statement_timeout_ms=TIMEOUT_MS)
+        assert call(tools.list_schemas, pool=server_pool) == {"schemas": ["public", "sales"]}
+    assert query(call, "SELECT last_value, is_called FROM invoice_numbers")["rows"] == [[1, False]]
+    with server_pool.connection() as conn:
+        assert conn.autocommit is True
+
+
+def test_server_pool_replaces_a_connection_the_server_ended_while_idle(
+        call: Callable[..., Any], server_pool: ConnectionPool, postgres_service: Any) -> None:
+    # Checked out again at once: no round-trip check is due, so the pool must notice the FATAL
+    # message waiting on the socket, and hand out a new connection instead of an error.
+    pid = query(call, "SELECT pg_backend_pid()", pool=server_pool)["rows"][0][0]
+    assert postgres_service.execute("SELECT pg_terminate_backend(%s, 5000)", [pid]) == [(True,)]
+    new_pid = query(call, "SELECT pg_backend_pid()", pool=server_pool)["rows"][0][0]
+    assert new_pid != pid
