@@ -116,8 +116,7 @@ async def statement_trace(services: Services, report: Report) -> None:
             line.split("LOG:", 1)[1].strip() for line in f if " LOG:  statement: " in line or " LOG:  execute " in line
         ]
     report.note(
-        f"statements one query SELECT 1 sends ({len(lines)}; a server-side cursor's DECLARE also "
-        "costs a describe round trip, which is not logged):"
+        f"statements one query SELECT 1 sends ({len(lines)}; as logged by PostgreSQL):"
     )
     for line in lines:
         report.note(f"    {line[:110]}")

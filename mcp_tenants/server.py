@@ -129,11 +129,10 @@ class TenantServer:
         self.settings = settings
         self.mcp = MCPServer(name, version=__version__, instructions=instructions, log_level=settings.log_level)  # type: ignore[arg-type]
         self._executor = ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="mcp-tool")
-        # One tenant may hold at most half the workers (and no more than its pool), so a slow
-        # tenant's backlog waits here, on the event loop, instead of in every worker thread.
-        self._gate = TenantGate(
-            max(1, min(settings.pool_max_size, settings.worker_threads // 2)), settings.pool_timeout_ms / 1000
-        )
+        # A tenant runs at most as many calls as its pool has connections: the rest of its backlog
+        # waits here, on the event loop, not in worker threads blocked on its pool. With the
+        # defaults (pool 8, workers 16) half the workers stay free for other tenants.
+        self._gate = TenantGate(min(settings.pool_max_size, settings.worker_threads), settings.pool_timeout_ms / 1000)
         # MCPServer has no public hook for logging/setLevel; the low-level server does.
         self.mcp._lowlevel_server.add_request_handler("logging/setLevel", SetLevelRequestParams, self._set_level)
 
