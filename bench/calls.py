@@ -38,6 +38,19 @@ def pg_env(services: Services, db: int = 1, **extra: str) -> dict[str, str]:
 # -- 1. per-call overhead -----------------------------------------------------------------------
 
 
+def select_1_in_process(pool: ConnectionPool, settings: Settings) -> None:
+    """The query tool's database work for ``SELECT 1``, without MCP: the server's pool and tools.query."""
+    with pool.connection() as conn:
+        tools.query(
+            conn,
+            "SELECT 1",
+            [],
+            max_rows=settings.query_max_rows,
+            max_bytes=settings.result_max_bytes,
+            statement_timeout_ms=settings.statement_timeout_ms,
+        )
+
+
 async def overhead(services: Services, report: Report, *, reps: int = 5, calls: int = 150) -> None:
     """p50 of ``query SELECT 1`` vs a constant tool on a bare MCPServer vs a raw psycopg pool."""
     pool = ConnectionPool(kwargs=services.pg.conninfo(), min_size=1, max_size=1, open=True)
@@ -63,15 +76,7 @@ async def overhead(services: Services, report: Report, *, reps: int = 5, calls: 
         rtt_conn.execute("")  # the cheapest statement: one round trip, as the pool's check sends
 
     async def in_process() -> None:
-        with tenant_pool.connection() as conn:
-            tools.query(
-                conn,
-                "SELECT 1",
-                [],
-                max_rows=settings.query_max_rows,
-                max_bytes=settings.result_max_bytes,
-                statement_timeout_ms=settings.statement_timeout_ms,
-            )
+        select_1_in_process(tenant_pool, settings)
 
     async with StdioServer(PG_MODULE, pg_env(services)) as pg, StdioServer(MINIMAL_MODULE, {}) as mini:
         targets: dict[str, Any] = {

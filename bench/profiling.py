@@ -14,10 +14,9 @@ import sys
 import tempfile
 import time
 
-from bench.calls import SELECT_1, pg_env
+from bench.calls import SELECT_1, pg_env, select_1_in_process
 from bench.harness import PG_MODULE, Report, Services, StdioServer, latencies, ms
 from mcp_tenants.config import Settings
-from mcp_tenants.postgres import tools
 from mcp_tenants.postgres.tenant import PostgresBackend, PostgresTenant
 
 # -- 6. profile ---------------------------------------------------------------------------------
@@ -115,9 +114,7 @@ async def statement_trace(services: Services, report: Report) -> None:
         lines = [
             line.split("LOG:", 1)[1].strip() for line in f if " LOG:  statement: " in line or " LOG:  execute " in line
         ]
-    report.note(
-        f"statements one query SELECT 1 sends ({len(lines)}; as logged by PostgreSQL):"
-    )
+    report.note(f"statements one query SELECT 1 sends ({len(lines)}; as logged by PostgreSQL):")
     for line in lines:
         report.note(f"    {line[:110]}")
     report.row(
@@ -139,15 +136,7 @@ def handler_profile(services: Services, report: Report, calls: int = 400) -> Non
     pool = backend.open(config)
 
     def one() -> None:
-        with pool.connection() as conn:
-            tools.query(
-                conn,
-                "SELECT 1",
-                [],
-                max_rows=settings.query_max_rows,
-                max_bytes=settings.result_max_bytes,
-                statement_timeout_ms=settings.statement_timeout_ms,
-            )
+        select_1_in_process(pool, settings)
 
     for _ in range(100):
         one()
