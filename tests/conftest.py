@@ -75,8 +75,7 @@ def redis_service() -> Iterator[RedisService]:
     """A throwaway Redis that requires a password, so the password path is always exercised."""
     password = secrets.token_urlsafe(16)
     audit.secret(password)
-    service = RedisService(password=password,
-                           extra_args=["--databases", str(REDIS_DATABASES)])
+    service = RedisService(password=password, extra_args=["--databases", str(REDIS_DATABASES)])
     yield from running(service)
 
 
@@ -122,8 +121,7 @@ def redis_db(redis_service: RedisService) -> Iterator[RedisDatabase]:
     client = redis_service.client(db=db, decode_responses=True)
     client.flushdb()
     try:
-        yield RedisDatabase(redis_service.host, redis_service.port, redis_service.password, db,
-                            client)
+        yield RedisDatabase(redis_service.host, redis_service.port, redis_service.password, db, client)
     finally:
         # The test may have stopped or killed the session server: flushing is best effort.
         with contextlib.suppress(redis.RedisError):
@@ -140,14 +138,20 @@ def pg_database(postgres_service: PostgresService) -> Iterator[dict[str, Any]]:
     suffix = secrets.token_hex(6)
     user, database, password = f"tenant_{suffix}", f"db_{suffix}", secrets.token_urlsafe(16)
     audit.secret(password)
-    postgres_service.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-        sql.Identifier(user), sql.Literal(password)))
-    postgres_service.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
-        sql.Identifier(database), sql.Identifier(user)))
+    postgres_service.execute(
+        sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(user), sql.Literal(password))
+    )
+    postgres_service.execute(
+        sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(database), sql.Identifier(user))
+    )
     try:
-        yield {"host": postgres_service.host, "port": postgres_service.port,
-               "database": database, "user": user, "password": password}
+        yield {
+            "host": postgres_service.host,
+            "port": postgres_service.port,
+            "database": database,
+            "user": user,
+            "password": password,
+        }
     finally:
-        postgres_service.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(database)))
+        postgres_service.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
         postgres_service.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(user)))

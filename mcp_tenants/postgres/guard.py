@@ -126,13 +126,17 @@ def check_explain(sql: str, *, read_only: bool, standard_conforming_strings: boo
 
 
 def check_execute(sql: str, *, standard_conforming_strings: bool = True) -> None:
-    """Refuse more than one statement, or transaction control, in ``execute``."""
+    """Refuse more than one statement, transaction control, or a plain read in ``execute``."""
     tokens = _one_statement(sql, standard_conforming_strings)
     first = _first_keyword(tokens)
     if first in TRANSACTION_KEYWORDS:
         raise AccessDenied(
             f"execute runs each statement in its own transaction and commits it; {first.upper()} is not allowed here"
         )
+    if first in ("select", "values", "table", "show"):
+        # execute fetches a statement's whole result into memory: reads go through query, whose
+        # rows and bytes are capped and streamed.
+        raise InvalidInput(f"execute is for statements that change something; use query to run {first.upper()}")
 
 
 def _one_statement(sql: str, scs: bool) -> list[Token]:

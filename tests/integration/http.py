@@ -32,9 +32,23 @@ class HttpServer:
         self.log = tempfile.NamedTemporaryFile("w+", prefix="mcp-http-", suffix=".log", delete=False)  # noqa: SIM115
         full_env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/root"), **env}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", module, "--transport", "streamable-http", "--host", host,
-             "--port", str(self.port), *args],
-            env=full_env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                module,
+                "--transport",
+                "streamable-http",
+                "--host",
+                host,
+                "--port",
+                str(self.port),
+                *args,
+            ],
+            env=full_env,
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
 
     @property
@@ -56,8 +70,10 @@ class HttpServer:
 
     def status_of(self, token: str | None) -> int:
         """HTTP status of an initialize POST with this bearer token (None: no header)."""
-        body = (b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18",'
-                b'"capabilities":{},"clientInfo":{"name":"t","version":"1"}}}')
+        body = (
+            b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18",'
+            b'"capabilities":{},"clientInfo":{"name":"t","version":"1"}}}'
+        )
         headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"

@@ -25,7 +25,12 @@ def cli(redis_db):
         full_env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), **redis_db.env(), **env}
         done = subprocess.run(
             [sys.executable, "-m", "mcp_tenants.cli", *args],
-            input=stdin, capture_output=True, text=True, env=full_env, cwd=ROOT, timeout=120,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=full_env,
+            cwd=ROOT,
+            timeout=120,
         )
         if "--include-secrets" not in args:  # that export prints secrets on purpose
             audit.record(f"mcp-tenants {' '.join(args[:2])}", done.stdout + done.stderr)
@@ -35,8 +40,15 @@ def cli(redis_db):
 
 
 def add_args(pg, tenant_id="acme"):
-    return ["add", tenant_id, f"host={pg['host']}", f"port={pg['port']}", f"database={pg['database']}",
-            f"user={pg['user']}", "--secret-stdin"]
+    return [
+        "add",
+        tenant_id,
+        f"host={pg['host']}",
+        f"port={pg['port']}",
+        f"database={pg['database']}",
+        f"user={pg['user']}",
+        "--secret-stdin",
+    ]
 
 
 def test_help_lists_every_subcommand(cli):

@@ -55,8 +55,12 @@ def test_postgres_restart_keeps_port_password_and_data(postgres_service: Postgre
 def test_pg_database_belongs_to_a_fresh_role_that_logs_in_with_its_password(
     pg_database: dict[str, object],
 ) -> None:
-    conninfo = {"host": pg_database["host"], "port": pg_database["port"],
-                "dbname": pg_database["database"], "user": pg_database["user"]}
+    conninfo = {
+        "host": pg_database["host"],
+        "port": pg_database["port"],
+        "dbname": pg_database["database"],
+        "user": pg_database["user"],
+    }
     with psycopg.connect(**conninfo, password=pg_database["password"]) as conn:
         conn.execute("CREATE TABLE t (id int PRIMARY KEY)")
         conn.execute("INSERT INTO t VALUES (1)")
@@ -75,8 +79,7 @@ def test_redis_answers_only_with_its_password(redis_service: RedisService) -> No
     assert redis_service.client().ping()
     assert redis.Redis.from_url(redis_service.url).ping()
     with pytest.raises(redis.AuthenticationError):
-        redis.Redis(host=redis_service.host, port=redis_service.port, password="wrong",
-                    retry=NO_RETRY).ping()
+        redis.Redis(host=redis_service.host, port=redis_service.port, password="wrong", retry=NO_RETRY).ping()
 
 
 @pytest.mark.parametrize("turn", [1, 2])
@@ -126,8 +129,13 @@ def test_s3_admin_identity_creates_a_bucket_and_round_trips_an_object(
 def test_s3_rejects_a_wrong_secret_key(s3_service: S3Service) -> None:
     import minio
 
-    impostor = minio.Minio(s3_service.endpoint, access_key=s3_service.access_key,
-                           secret_key="not-the-secret", secure=False, region=s3_service.region)
+    impostor = minio.Minio(
+        s3_service.endpoint,
+        access_key=s3_service.access_key,
+        secret_key="not-the-secret",
+        secure=False,
+        region=s3_service.region,
+    )
     with pytest.raises(S3Error) as caught:
         impostor.list_buckets()
     assert caught.value.code in {"SignatureDoesNotMatch", "AccessDenied"}

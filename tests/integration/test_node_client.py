@@ -57,8 +57,15 @@ def node_client() -> list[str]:
     if not (STAMP.is_file() and STAMP.read_text().strip() == digest):
         env = {**os.environ, "npm_config_update_notifier": "false"}
         try:
-            done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, env=env,
-                                  capture_output=True, text=True, timeout=300, check=False)
+            done = subprocess.run(
+                [npm, "ci", "--no-audit", "--no-fund"],
+                cwd=NODE_DIR,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
         except subprocess.TimeoutExpired:
             service_unavailable("npm ci in tests/node did not finish within 300 s")
         if done.returncode != 0:
@@ -69,8 +76,15 @@ def node_client() -> list[str]:
 
 def run_client(node_client: list[str], config: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
     """Run client.mjs with ``config`` on stdin; return its JSON-line events and its stderr."""
-    done = subprocess.run(node_client, input=json.dumps(config), capture_output=True, text=True,
-                          timeout=RUN_TIMEOUT, cwd=NODE_DIR, check=False)
+    done = subprocess.run(
+        node_client,
+        input=json.dumps(config),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        cwd=NODE_DIR,
+        check=False,
+    )
     events = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
     failed = any(e["event"] == "error" for e in events)
     assert (done.returncode != 0) == failed, f"exit {done.returncode}, events {events}\n{done.stderr}"
@@ -78,9 +92,14 @@ def run_client(node_client: list[str], config: dict[str, Any]) -> tuple[list[dic
 
 
 def stdio_config(module: str, env: dict[str, str], calls: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"transport": "stdio", "command": sys.executable, "args": ["-m", module], "cwd": str(ROOT),
-            "env": {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/root"), **env},
-            "calls": calls}
+    return {
+        "transport": "stdio",
+        "command": sys.executable,
+        "args": ["-m", module],
+        "cwd": str(ROOT),
+        "env": {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/root"), **env},
+        "calls": calls,
+    }
 
 
 def of(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -111,11 +130,32 @@ def ok(call: dict[str, Any]) -> dict[str, Any]:
     return call["structuredContent"]
 
 
-POSTGRES_TOOLS = {"register_tenant", "list_tenants", "remove_tenant", "list_schemas", "list_tables",
-                  "describe_table", "query", "execute", "explain_query"}
-MINIO_TOOLS = {"register_tenant", "list_tenants", "remove_tenant", "list_buckets", "create_bucket",
-               "delete_bucket", "list_objects", "stat_object", "get_object", "put_object",
-               "delete_object", "copy_object", "presigned_url"}
+POSTGRES_TOOLS = {
+    "register_tenant",
+    "list_tenants",
+    "remove_tenant",
+    "list_schemas",
+    "list_tables",
+    "describe_table",
+    "query",
+    "execute",
+    "explain_query",
+}
+MINIO_TOOLS = {
+    "register_tenant",
+    "list_tenants",
+    "remove_tenant",
+    "list_buckets",
+    "create_bucket",
+    "delete_bucket",
+    "list_objects",
+    "stat_object",
+    "get_object",
+    "put_object",
+    "delete_object",
+    "copy_object",
+    "presigned_url",
+}
 
 
 def test_postgres_server_over_stdio(node_client, pg_database, redis_db):
@@ -123,8 +163,10 @@ def test_postgres_server_over_stdio(node_client, pg_database, redis_db):
     calls = [
         {"tool": "register_tenant", "arguments": register},
         {"tool": "list_tenants"},
-        {"tool": "query", "arguments": {"tenant_id": "acme", "sql": "SELECT $1::int + 1 AS answer, now() AS at",
-                                        "params": [41]}},
+        {
+            "tool": "query",
+            "arguments": {"tenant_id": "acme", "sql": "SELECT $1::int + 1 AS answer, now() AS at", "params": [41]},
+        },
         {"tool": "list_tables", "arguments": {"tenant_id": "acme"}},
         {"tool": "explain_query", "arguments": {"tenant_id": "acme", "sql": "SELECT 1"}},
         {"tool": "query", "arguments": {"tenant_id": "nobody", "sql": "SELECT 1"}},
@@ -158,10 +200,17 @@ def test_minio_server_over_stdio(node_client, s3_service, redis_db):
     bucket = f"node-{uuid.uuid4().hex[:12]}"
     target = {"tenant_id": "media", "bucket": bucket}
     calls = [
-        {"tool": "register_tenant", "arguments": {"tenant_id": "media", "endpoint": s3_service.endpoint,
-                                                  "access_key": s3_service.access_key,
-                                                  "secret_key": s3_service.secret_key,
-                                                  "region": s3_service.region, "access": "read-write"}},
+        {
+            "tool": "register_tenant",
+            "arguments": {
+                "tenant_id": "media",
+                "endpoint": s3_service.endpoint,
+                "access_key": s3_service.access_key,
+                "secret_key": s3_service.secret_key,
+                "region": s3_service.region,
+                "access": "read-write",
+            },
+        },
         {"tool": "create_bucket", "arguments": target},
         {"tool": "put_object", "arguments": {**target, "key": "docs/hello.txt", "content": "hi from node"}},
         {"tool": "get_object", "arguments": {**target, "key": "docs/hello.txt"}},

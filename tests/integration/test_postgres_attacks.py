@@ -34,19 +34,18 @@ def database(postgres_service: Any) -> Iterator[dict[str, Any]]:
     postgres_service.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     info = postgres_service.conninfo(dbname=name)
     with psycopg.connect(**info, autocommit=True) as conn:
-        conn.execute("CREATE TABLE t (i int); INSERT INTO t VALUES (1), (2), (3);"
-                     " CREATE SEQUENCE seq; CREATE EXTENSION dblink")
+        conn.execute(
+            "CREATE TABLE t (i int); INSERT INTO t VALUES (1), (2), (3); CREATE SEQUENCE seq; CREATE EXTENSION dblink"
+        )
     try:
         yield info
     finally:
-        postgres_service.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(name)))
+        postgres_service.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture(scope="module")
 def pool(database: dict[str, Any]) -> Iterator[ConnectionPool]:
-    pool = ConnectionPool(kwargs=database, min_size=1, max_size=1,
-                          reset=tools.reset_connection, open=True)
+    pool = ConnectionPool(kwargs=database, min_size=1, max_size=1, reset=tools.reset_connection, open=True)
     yield pool
     pool.close()
 
@@ -57,8 +56,7 @@ def run(pool: ConnectionPool) -> Callable[..., dict[str, Any]]:
 
     def call(text: str, timeout_ms: int = TIMEOUT_MS) -> dict[str, Any]:
         with pool.connection() as conn:
-            return tools.query(conn, text, [], max_rows=100, max_bytes=1 << 20,
-                               statement_timeout_ms=timeout_ms)
+            return tools.query(conn, text, [], max_rows=100, max_bytes=1 << 20, statement_timeout_ms=timeout_ms)
 
     return call
 
@@ -72,10 +70,11 @@ def unharmed(database: dict[str, Any], run: Callable[..., dict[str, Any]]) -> It
         assert conn.execute("SELECT last_value, is_called FROM seq").fetchone() == (1, False)
         assert conn.execute("SELECT to_regclass('t2')").fetchone() == (None,)
         assert conn.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchone() == (0,)
-        assert conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
-                            ).fetchone() == (0,)
-    after = run("SELECT current_setting('transaction_read_only'),"
-                " current_setting('default_transaction_read_only'), count(*) FROM t")
+        assert conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone() == (0,)
+    after = run(
+        "SELECT current_setting('transaction_read_only'),"
+        " current_setting('default_transaction_read_only'), count(*) FROM t"
+    )
     assert after["rows"] == [["on", "off", 3]]
     with pytest.raises(AccessDenied):
         run("DELETE FROM t")
@@ -91,8 +90,8 @@ ATTACKS = [
     "EXPLAIN ANALYZE DELETE FROM t",
     "SELECT pg_read_file('/etc/passwd')",
     "SELECT pg_catalog.pg_read_file('/etc/passwd')",
-    'SELECT "pg_read_file"(\'/etc/passwd\')',
-    'SELECT pg_catalog . /**/ "pg_read_file" (\'/etc/passwd\')',
+    "SELECT \"pg_read_file\"('/etc/passwd')",
+    "SELECT pg_catalog . /**/ \"pg_read_file\" ('/etc/passwd')",
     "SELECT U&\"pg\\005fread\\005ffile\"('/etc/passwd')",
     "SELECT 'a\\' , pg_read_file('/etc/passwd') --'",
     "SELECT lo_import('/etc/passwd')",
@@ -118,94 +117,94 @@ ATTACKS = [
 
 
 @pytest.mark.parametrize("attack", ATTACKS)
-def test_attack_is_refused_and_changes_nothing(run: Callable[..., Any], unharmed: None,
-                                               attack: str) -> None:
+def test_attack_is_refused_and_changes_nothing(run: Callable[..., Any], unharmed: None, attack: str) -> None:
     with pytest.raises(AccessDenied, match=r"allowed|read-only"):
         run(attack)
 
 
-def test_copy_to_program_runs_nothing(run: Callable[..., Any], unharmed: None,
-                                      tmp_path: Path) -> None:
+def test_copy_to_program_runs_nothing(run: Callable[..., Any], unharmed: None, tmp_path: Path) -> None:
     marker = tmp_path / "x"
     with pytest.raises(AccessDenied):
         run(f"COPY (SELECT 1) TO PROGRAM 'touch {marker}'")
     assert not marker.exists()
 
 
-def test_dblink_to_this_database_is_refused(run: Callable[..., Any], unharmed: None,
-                                            database: dict[str, Any]) -> None:
-    target = " ".join(f"{k}={database[k]}" for k in ("host", "port", "dbname", "user",
-                                                      "password"))
+def test_dblink_to_this_database_is_refused(run: Callable[..., Any], unharmed: None, database: dict[str, Any]) -> None:
+    target = " ".join(f"{k}={database[k]}" for k in ("host", "port", "dbname", "user", "password"))
     with pytest.raises(AccessDenied, match=r"dblink_exec.*other servers"):
         run(f"SELECT dblink_exec('{target}', 'DROP TABLE t')")
 
 
-def test_session_setting_attempt_does_not_reach_the_next_call(run: Callable[..., Any],
-                                                              unharmed: None) -> None:
+def test_session_setting_attempt_does_not_reach_the_next_call(run: Callable[..., Any], unharmed: None) -> None:
     with pytest.raises(AccessDenied):
         run("SELECT set_config('default_transaction_read_only', 'off', false)")
     with pytest.raises(AccessDenied):
         run("DELETE FROM t")
 
 
-def test_explain_analyze_of_a_delete_on_a_read_only_tenant(pool: ConnectionPool,
-                                                           unharmed: None) -> None:
+def test_explain_analyze_of_a_delete_on_a_read_only_tenant(pool: ConnectionPool, unharmed: None) -> None:
     with pool.connection() as conn, pytest.raises(AccessDenied):
-        tools.explain_query(conn, "DELETE FROM t", analyze=True, read_only=True,
-                            statement_timeout_ms=TIMEOUT_MS)
+        tools.explain_query(conn, "DELETE FROM t", analyze=True, read_only=True, statement_timeout_ms=TIMEOUT_MS)
 
 
-def test_long_sleep_is_cancelled_and_the_next_call_works(run: Callable[..., Any],
-                                                         unharmed: None) -> None:
+def test_long_sleep_is_cancelled_and_the_next_call_works(run: Callable[..., Any], unharmed: None) -> None:
     with pytest.raises(QueryError, match="statement timed out after 500 ms"):
         run("SELECT pg_sleep(600)", timeout_ms=500)
     assert run("SELECT 1")["rows"] == [[1]]
 
 
-def test_guard_reads_literals_like_a_server_without_standard_strings(
-        database: dict[str, Any], unharmed: None) -> None:
+def test_guard_reads_literals_like_a_server_without_standard_strings(database: dict[str, Any], unharmed: None) -> None:
     # With standard_conforming_strings off, 'a\' ... --' is one literal: harmless text, and the
     # guard must agree (it follows the server's setting, not a fixed rule).
     info = {**database, "options": "-c standard_conforming_strings=off -c escape_string_warning=off"}
     with psycopg.connect(**info) as conn:
-        result = tools.query(conn, "SELECT 'a\\' , pg_read_file(''/etc/passwd'') --'", [],
-                             max_rows=1, max_bytes=1000, statement_timeout_ms=TIMEOUT_MS)
+        result = tools.query(
+            conn,
+            "SELECT 'a\\' , pg_read_file(''/etc/passwd'') --'",
+            [],
+            max_rows=1,
+            max_bytes=1000,
+            statement_timeout_ms=TIMEOUT_MS,
+        )
     assert result["rows"] == [["a' , pg_read_file('/etc/passwd') --"]]
 
 
 # --- below the lexer: the database layers hold on their own -----------------------------------
 
 
-@pytest.mark.parametrize(("attack", "expected"), [
-    ("SELECT 1; COMMIT; DROP TABLE t", QueryError),  # extended protocol: one statement only
-    ("DELETE FROM t", QueryError),  # DECLARE CURSOR accepts only a query
-    ("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d", QueryError),
-    ("SELECT * INTO t2 FROM t", QueryError),
-    ("SELECT nextval('seq')", AccessDenied),  # READ ONLY transaction
-    ("SELECT set_config('transaction_read_only', 'off', true)", QueryError),
-])
+@pytest.mark.parametrize(
+    ("attack", "expected"),
+    [
+        ("SELECT 1; COMMIT; DROP TABLE t", QueryError),  # extended protocol: one statement only
+        ("DELETE FROM t", QueryError),  # DECLARE CURSOR accepts only a query
+        ("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d", QueryError),
+        ("SELECT * INTO t2 FROM t", QueryError),
+        ("SELECT nextval('seq')", AccessDenied),  # READ ONLY transaction
+        ("SELECT set_config('transaction_read_only', 'off', true)", QueryError),
+    ],
+)
 def test_without_the_lexer_the_database_layers_still_refuse(
-        run: Callable[..., Any], unharmed: None, monkeypatch: pytest.MonkeyPatch,
-        attack: str, expected: type[TenantsError]) -> None:
+    run: Callable[..., Any], unharmed: None, monkeypatch: pytest.MonkeyPatch, attack: str, expected: type[TenantsError]
+) -> None:
     monkeypatch.setattr(guard, "check_query", lambda *args, **kwargs: None)
     with pytest.raises(expected):
         run(attack)
 
 
 def test_without_the_lexer_a_session_setting_dies_with_the_transaction(
-        run: Callable[..., Any], unharmed: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    run: Callable[..., Any], unharmed: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(guard, "check_query", lambda *args, **kwargs: None)
-    run("SELECT set_config('default_transaction_read_only', 'off', false),"
-        " set_config('work_mem', '77MB', false)")
+    run("SELECT set_config('default_transaction_read_only', 'off', false), set_config('work_mem', '77MB', false)")
     assert run("SELECT current_setting('work_mem')")["rows"] != [["77MB"]]
 
 
 # --- reset_connection: nothing survives into the next checkout --------------------------------
 
 
-def test_reset_leaves_nothing_of_the_last_caller(pool: ConnectionPool,
-                                                 database: dict[str, Any],
-                                                 unharmed: None) -> None:
+def test_reset_leaves_nothing_of_the_last_caller(
+    pool: ConnectionPool, database: dict[str, Any], unharmed: None
+) -> None:
     with pool.connection() as conn:
         pid = conn.info.backend_pid
         conn.autocommit = True
@@ -228,12 +227,12 @@ def test_reset_leaves_nothing_of_the_last_caller(pool: ConnectionPool,
             " (SELECT count(*) FROM pg_prepared_statements),"
             " (SELECT count(*) FROM pg_cursors),"
             " (SELECT count(*) FROM pg_listening_channels()),"
-            " to_regclass('pg_temp.leftover')").fetchone()
+            " to_regclass('pg_temp.leftover')"
+        ).fetchone()
         conn.rollback()
     assert row == ("4MB", True, 0, 0, 0, None)
     with psycopg.connect(**database) as other:
-        assert other.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
-                             ).fetchone() == (0,)
+        assert other.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone() == (0,)
 
 
 # --- the server's own pool: autocommit connections, each call sending its own BEGIN -----------
@@ -242,9 +241,14 @@ def test_reset_leaves_nothing_of_the_last_caller(pool: ConnectionPool,
 @pytest.fixture(scope="module")
 def server_pool(database: dict[str, Any]) -> Iterator[ConnectionPool]:
     """One connection, in a pool built as the server builds it (``PostgresBackend.open``)."""
-    config = PostgresTenant(tenant_id="attacks", host=database["host"], port=database["port"],
-                            database=database["dbname"], user=database["user"],
-                            password=database["password"])
+    config = PostgresTenant(
+        tenant_id="attacks",
+        host=database["host"],
+        port=database["port"],
+        database=database["dbname"],
+        user=database["user"],
+        password=database["password"],
+    )
     backend = PostgresBackend(Settings.from_env("postgres", {}, pool_max_size=1))
     pool = backend.open(config)
     yield pool
@@ -257,47 +261,60 @@ def run_on_server_pool(server_pool: ConnectionPool) -> Iterator[Callable[..., di
 
     def call(text: str) -> dict[str, Any]:
         with server_pool.connection() as conn:
-            return tools.query(conn, text, [], max_rows=100, max_bytes=1 << 20,
-                               statement_timeout_ms=TIMEOUT_MS)
+            return tools.query(conn, text, [], max_rows=100, max_bytes=1 << 20, statement_timeout_ms=TIMEOUT_MS)
 
     yield call
     with server_pool.connection() as conn:
         assert conn.autocommit is True
-    after = call("SELECT current_setting('transaction_read_only'),"
-                 " current_setting('default_transaction_read_only'),"
-                 " current_setting('work_mem') <> '77MB', count(*) FROM t")
+    after = call(
+        "SELECT current_setting('transaction_read_only'),"
+        " current_setting('default_transaction_read_only'),"
+        " current_setting('work_mem') <> '77MB', count(*) FROM t"
+    )
     assert after["rows"] == [["on", "off", True, 3]]
 
 
 @pytest.mark.parametrize("attack", ATTACKS)
-def test_attack_is_refused_on_the_servers_pool(run_on_server_pool: Callable[..., Any],
-                                               unharmed: None, attack: str) -> None:
+def test_attack_is_refused_on_the_servers_pool(
+    run_on_server_pool: Callable[..., Any], unharmed: None, attack: str
+) -> None:
     with pytest.raises(AccessDenied, match=r"allowed|read-only"):
         run_on_server_pool(attack)
 
 
-@pytest.mark.parametrize(("attack", "expected"), [
-    ("SELECT 1; COMMIT; DROP TABLE t", QueryError),
-    ("COMMIT; BEGIN READ WRITE; DELETE FROM t", QueryError),
-    ("DELETE FROM t", QueryError),
-    ("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d", QueryError),
-    ("SELECT * INTO t2 FROM t", QueryError),
-    ("SELECT nextval('seq')", AccessDenied),
-    ("SELECT set_config('transaction_read_only', 'off', true)", QueryError),
-    ("SELECT set_config('default_transaction_read_only', 'off', false),"
-     " set_config('work_mem', '77MB', false), 1 / 0", QueryError),
-])
+@pytest.mark.parametrize(
+    ("attack", "expected"),
+    [
+        ("SELECT 1; COMMIT; DROP TABLE t", QueryError),
+        ("COMMIT; BEGIN READ WRITE; DELETE FROM t", QueryError),
+        ("DELETE FROM t", QueryError),
+        ("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d", QueryError),
+        ("SELECT * INTO t2 FROM t", QueryError),
+        ("SELECT nextval('seq')", AccessDenied),
+        ("SELECT set_config('transaction_read_only', 'off', true)", QueryError),
+        (
+            "SELECT set_config('default_transaction_read_only', 'off', false),"
+            " set_config('work_mem', '77MB', false), 1 / 0",
+            QueryError,
+        ),
+    ],
+)
 def test_without_the_lexer_the_database_layers_hold_on_the_servers_pool(
-        run_on_server_pool: Callable[..., Any], unharmed: None, monkeypatch: pytest.MonkeyPatch,
-        attack: str, expected: type[TenantsError]) -> None:
+    run_on_server_pool: Callable[..., Any],
+    unharmed: None,
+    monkeypatch: pytest.MonkeyPatch,
+    attack: str,
+    expected: type[TenantsError],
+) -> None:
     monkeypatch.setattr(guard, "check_query", lambda *args, **kwargs: None)
     with pytest.raises(expected):
         run_on_server_pool(attack)
 
 
 def test_without_the_lexer_a_session_setting_dies_with_the_transaction_on_the_servers_pool(
-        run_on_server_pool: Callable[..., Any], unharmed: None,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    run_on_server_pool: Callable[..., Any], unharmed: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(guard, "check_query", lambda *args, **kwargs: None)
-    run_on_server_pool("SELECT set_config('default_transaction_read_only', 'off', false),"
-                       " set_config('work_mem', '77MB', false)")
+    run_on_server_pool(
+        "SELECT set_config('default_transaction_read_only', 'off', false), set_config('work_mem', '77MB', false)"
+    )

@@ -261,14 +261,22 @@ def test_every_tool_answers_through_mcp_with_its_output_schema(make_server, pg_d
     async def scenario(session: Session):
         listed = {t.name: t for t in (await session.client.list_tools()).tools}
         assert set(listed) == {
-            "register_tenant", "list_tenants", "remove_tenant", "list_schemas", "list_tables",
-            "describe_table", "query", "execute", "explain_query",
+            "register_tenant",
+            "list_tenants",
+            "remove_tenant",
+            "list_schemas",
+            "list_tables",
+            "describe_table",
+            "query",
+            "execute",
+            "explain_query",
         }
         assert all(t.output_schema and t.annotations for t in listed.values())
         assert listed["query"].annotations.read_only_hint and listed["remove_tenant"].annotations.destructive_hint
         await session.call("register_tenant", **register_args(pg_database, tenant_id="rw", access="read-write"))
         created = await session.call(
-            "execute", tenant_id="rw",
+            "execute",
+            tenant_id="rw",
             sql="CREATE TABLE parent (id int PRIMARY KEY, name text NOT NULL DEFAULT 'x')",
         )
         assert created["status"] == "CREATE TABLE"

@@ -25,8 +25,15 @@ PG = "mcp_tenants.postgres"
 
 
 def register_args(pg, tenant_id="acme", **overrides):
-    return {"tenant_id": tenant_id, "host": pg["host"], "port": pg["port"], "database": pg["database"],
-            "user": pg["user"], "password": pg["password"], **overrides}
+    return {
+        "tenant_id": tenant_id,
+        "host": pg["host"],
+        "port": pg["port"],
+        "database": pg["database"],
+        "user": pg["user"],
+        "password": pg["password"],
+        **overrides,
+    }
 
 
 def closed_redis() -> dict[str, str]:
@@ -76,6 +83,7 @@ def test_secrets_are_sealed_at_rest_and_a_wrong_key_fails_only_that_tenant(pg_da
     sealed = ServerProcess(PG, {**redis_db.env(), "MCP_TENANT_ENCRYPTION_KEY": key})
     wrong = ServerProcess(PG, {**redis_db.env(), "MCP_TENANT_ENCRYPTION_KEY": generate_key()})
     try:
+
         async def register(session: Session):
             await session.call("register_tenant", **register_args(pg_database))
 
@@ -114,8 +122,15 @@ def test_redis_acl_user_limited_to_mcp_keys(pg_database):
         limited = redis.client(username="mcp", password=acl_password, decode_responses=True)
         with pytest.raises(redis_lib.exceptions.NoPermissionError):
             limited.set("other:key", "x")
-        server = ServerProcess(PG, {"REDIS_HOST": redis.host, "REDIS_PORT": str(redis.port),
-                                    "REDIS_USERNAME": "mcp", "REDIS_PASSWORD": acl_password})
+        server = ServerProcess(
+            PG,
+            {
+                "REDIS_HOST": redis.host,
+                "REDIS_PORT": str(redis.port),
+                "REDIS_USERNAME": "mcp",
+                "REDIS_PASSWORD": acl_password,
+            },
+        )
 
         async def scenario(session: Session):
             assert (await session.call("register_tenant", **register_args(pg_database)))["persisted"] is True
@@ -136,8 +151,12 @@ def _self_signed(tmp_path):
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
@@ -145,8 +164,9 @@ def _self_signed(tmp_path):
     )
     cert_path, key_path = tmp_path / "redis.crt", tmp_path / "redis.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return cert_path, key_path
 
 
@@ -154,9 +174,21 @@ def test_rediss_url_reaches_redis_over_tls(pg_database, tmp_path):
     cert, key = _self_signed(tmp_path)
     (tls_port,) = free_ports(1)
     password = secrets.token_hex(8)
-    redis = RedisService(password=password, extra_args=[
-        "--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
-        "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"])
+    redis = RedisService(
+        password=password,
+        extra_args=[
+            "--tls-port",
+            str(tls_port),
+            "--tls-cert-file",
+            str(cert),
+            "--tls-key-file",
+            str(key),
+            "--tls-ca-cert-file",
+            str(cert),
+            "--tls-auth-clients",
+            "no",
+        ],
+    )
     redis.start()
     try:
         url = f"rediss://:{password}@127.0.0.1:{tls_port}/0?ssl_ca_certs={cert}"
@@ -179,6 +211,7 @@ def test_host_guard_and_keyword_conninfo(pg_database, redis_db):
     guarded = ServerProcess(PG, {**redis_db.env(), "MCP_ALLOWED_HOSTS": "10.0.0.0/8,*.db.internal"})
     open_server = ServerProcess(PG, redis_db.env())
     try:
+
         async def guarded_scenario(session: Session):
             error = await session.fail("register_tenant", **register_args(pg_database))
             assert "MCP_ALLOWED_HOSTS" in error

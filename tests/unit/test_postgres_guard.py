@@ -194,18 +194,21 @@ def test_empty_text_is_invalid_input(sql: str) -> None:
         check_query(sql)
 
 
-@pytest.mark.parametrize("sql", [
-    "SELECT 1 /* unterminated",
-    "SELECT 1 /* nested /* once */ but not closed",
-    "SELECT 'unterminated",
-    "SELECT E'ends with escaped quote\\'",
-    "SELECT $a$ unterminated $b$",
-    'SELECT "unterminated',
-    "SELECT x'unterminated",
-    "SELECT U&\"\\00zz\"",
-    "SELECT U&\"a\" UESCAPE '+'",
-    "SELECT U&\"a\" UESCAPE 1",
-])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT 1 /* unterminated",
+        "SELECT 1 /* nested /* once */ but not closed",
+        "SELECT 'unterminated",
+        "SELECT E'ends with escaped quote\\'",
+        "SELECT $a$ unterminated $b$",
+        'SELECT "unterminated',
+        "SELECT x'unterminated",
+        'SELECT U&"\\00zz"',
+        "SELECT U&\"a\" UESCAPE '+'",
+        'SELECT U&"a" UESCAPE 1',
+    ],
+)
 def test_malformed_text_is_a_query_error_with_position(sql: str) -> None:
     with pytest.raises(QueryError, match="position"):
         check_query(sql)
@@ -218,24 +221,41 @@ def test_explain_on_read_only_tenant_allows_only_reads() -> None:
 
 
 def test_explain_on_read_write_tenant_allows_dml_but_not_ddl_or_blocked_functions() -> None:
-    for sql in ("DELETE FROM t", "INSERT INTO t VALUES (1)", "UPDATE t SET i = 2",
-                "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d"):
+    for sql in (
+        "DELETE FROM t",
+        "INSERT INTO t VALUES (1)",
+        "UPDATE t SET i = 2",
+        "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+    ):
         check_explain(sql, read_only=False)
-    for sql in ("DROP TABLE t", "SELECT 1; SELECT 2", "SELECT pg_read_file('x')",
-                "SELECT dblink_exec('', 'DROP TABLE t')"):
+    for sql in (
+        "DROP TABLE t",
+        "SELECT 1; SELECT 2",
+        "SELECT pg_read_file('x')",
+        "SELECT dblink_exec('', 'DROP TABLE t')",
+    ):
         with pytest.raises(AccessDenied):
             check_explain(sql, read_only=False)
 
 
 def test_execute_allows_one_statement_of_any_kind() -> None:
-    for sql in ("INSERT INTO t VALUES ($1)", "CREATE TABLE x (i int)", "DELETE FROM t;",
-                "UPDATE t SET note = 'a;b'"):
+    for sql in ("INSERT INTO t VALUES ($1)", "CREATE TABLE x (i int)", "DELETE FROM t;", "UPDATE t SET note = 'a;b'"):
         check_execute(sql)
 
 
-@pytest.mark.parametrize("sql", ["INSERT INTO t VALUES (1); DELETE FROM t", "COMMIT", "BEGIN",
-                                 "ROLLBACK", "START TRANSACTION", "SAVEPOINT s",
-                                 "PREPARE TRANSACTION 'x'", "END"])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "INSERT INTO t VALUES (1); DELETE FROM t",
+        "COMMIT",
+        "BEGIN",
+        "ROLLBACK",
+        "START TRANSACTION",
+        "SAVEPOINT s",
+        "PREPARE TRANSACTION 'x'",
+        "END",
+    ],
+)
 def test_execute_refuses_several_statements_and_transaction_control(sql: str) -> None:
     with pytest.raises(AccessDenied):
         check_execute(sql)
@@ -244,16 +264,44 @@ def test_execute_refuses_several_statements_and_transaction_control(sql: str) ->
 def test_lexer_decodes_quoted_and_unicode_identifiers() -> None:
     tokens = tokenize('SELECT "a""b", U&"d\\0061t\\+000061", U&"x!0041" UESCAPE \'!\', Ab$1')
     assert [(t.kind, t.value) for t in tokens if t.kind in (QUOTED, WORD)] == [
-        (WORD, "select"), (QUOTED, 'a"b'), (QUOTED, "data"), (QUOTED, "xA"), (WORD, "ab$1")]
+        (WORD, "select"),
+        (QUOTED, 'a"b'),
+        (QUOTED, "data"),
+        (QUOTED, "xA"),
+        (WORD, "ab$1"),
+    ]
 
 
 def test_lexer_skips_comments_and_literals_and_keeps_positions() -> None:
     tokens = tokenize("SELECT /* c */ $1, 'x', $q$y$q$, 2 -- z\n;")
     assert [(t.kind, t.pos) for t in tokens] == [
-        (WORD, 0), (PARAM, 15), (PUNCT, 17), (STRING, 19), (PUNCT, 22), (STRING, 24),
-        (PUNCT, 31), (NUMBER, 33), (PUNCT, 40)]
+        (WORD, 0),
+        (PARAM, 15),
+        (PUNCT, 17),
+        (STRING, 19),
+        (PUNCT, 22),
+        (STRING, 24),
+        (PUNCT, 31),
+        (NUMBER, 33),
+        (PUNCT, 40),
+    ]
 
 
 def test_lexer_folds_only_ascii_letters() -> None:
     # PostgreSQL lower-cases A-Z only (in UTF8 databases); "É" stays as typed.
     assert tokenize("SELECT Élan")[1].value == "Élan"
+
+
+@pytest.mark.parametrize(
+    "sql", ["SELECT * FROM t", "(SELECT 1) UNION (SELECT 2)", "VALUES (1)", "TABLE t", "SHOW work_mem"]
+)
+def test_execute_sends_plain_reads_to_query(sql: str) -> None:
+    with pytest.raises(InvalidInput, match="use query"):
+        check_execute(sql)
+
+
+@pytest.mark.parametrize(
+    "sql", ["INSERT INTO t VALUES (1) RETURNING *", "WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x"]
+)
+def test_execute_still_accepts_writes_that_return_rows(sql: str) -> None:
+    check_execute(sql)
