@@ -52,6 +52,9 @@ class TenantBackend(Protocol[C, R]):
     def open(self, config: C) -> R:
         """Build the tenant's pool or client (may connect lazily)."""
 
+    def interrupt(self, resource: R) -> None:
+        """Cancel what the resource is running now (at shutdown, before ``close``)."""
+
     def close(self, resource: R) -> None:
         """Release the tenant's pool or client."""
 
@@ -156,7 +159,13 @@ class TenantManager(Generic[C, R]):
             for entry in self._entries.values():
                 entry.resource = None
             self._open.clear()
-        # Phase 2, outside it: close them.
+        # Phase 2, outside it: cancel what they are running, so worker threads come back at once,
+        # then close them.
+        for resource in resources:
+            try:
+                self.backend.interrupt(resource)
+            except Exception:  # one failure must not keep the others running
+                logger.warning("error while interrupting a %s tenant resource", self.backend.server, exc_info=True)
         for resource in resources:
             self._close_quietly(resource)
         if self.store is not None:

@@ -211,7 +211,16 @@ class TenantServer:
         app: Any = self.mcp.streamable_http_app(stateless_http=True, host=settings.host)
         if settings.auth_token:
             app = BearerTokenMiddleware(app, settings.auth_token)
-        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", lifespan="on")
+        # On SIGTERM uvicorn waits for open requests, but not for ever: then serve() cancels
+        # what still runs (see ``serve``).
+        config = uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=5,
+        )
         logger.info("serving streamable HTTP on http://%s:%d/mcp", settings.host, settings.port)
         await uvicorn.Server(config).serve()
 
@@ -298,17 +307,19 @@ def serve(
         idle_seconds=settings.tenant_idle_s,
     )
     app = TenantServer(prog, settings, instructions=instructions)
+    logger.info("%s %s starting (pid %d, %s)", prog, __version__, os.getpid(), settings.transport)
+    manager.open()
     try:
-        with manager:
-            add_tools(app, manager)
-            try:
-                app.run()
-            except KeyboardInterrupt:
-                logger.info("signal received, shutting down")
-            finally:
-                app.close()
-    except KeyboardInterrupt:  # a second signal during shutdown: still a clean exit
-        pass
+        add_tools(app, manager)
+        app.run()
+    except KeyboardInterrupt:
+        logger.info("signal received, shutting down")
+    finally:
+        # Cancel running queries and close the pools first, so the worker threads return at
+        # once; then drain the workers. A second signal meanwhile does not stop the cleanup.
+        with contextlib.suppress(KeyboardInterrupt):
+            manager.close()
+            app.close()
     return 0
 
 

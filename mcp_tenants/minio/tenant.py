@@ -91,6 +91,9 @@ class MinioBackend:
             config.endpoint, config.access_key, config.secret_key, secure=config.secure, region=config.region
         )
 
+    def interrupt(self, client: Minio) -> None:
+        """Nothing to cancel: every S3 request is bounded by the client's timeouts."""
+
     def close(self, client: Minio) -> None:
         client._http.clear()  # minio has no close(); this drops the pooled connections
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import select
+import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -141,6 +143,35 @@ def _reset_connection(conn: Connection) -> None:
     _idle_since[conn] = monotonic()
 
 
+class TenantPool(ConnectionPool[psycopg.Connection[Any]]):
+    """A connection pool that knows which connections are lent out, so shutdown can cancel them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Set before the base class starts its workers. The lock guards only the set.
+        self._lent: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+        self._lent_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def getconn(self, timeout: float | None = None) -> psycopg.Connection[Any]:
+        conn = super().getconn(timeout)
+        with self._lent_lock:
+            self._lent.add(conn)
+        return conn
+
+    def putconn(self, conn: psycopg.Connection[Any]) -> None:
+        with self._lent_lock:
+            self._lent.discard(conn)
+        super().putconn(conn)
+
+    def cancel_running(self) -> None:
+        """Ask PostgreSQL to cancel whatever the lent connections are running (for shutdown)."""
+        with self._lent_lock:
+            lent = list(self._lent)
+        for conn in lent:  # outside the lock: each cancel is a network round trip
+            with contextlib.suppress(psycopg.Error):
+                conn.cancel_safe(timeout=2)
+
+
 class PostgresBackend:
     """Opens, checks and closes PostgreSQL connection pools for the TenantManager."""
 
@@ -150,9 +181,9 @@ class PostgresBackend:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    def open(self, config: PostgresTenant) -> ConnectionPool:
+    def open(self, config: PostgresTenant) -> TenantPool:
         """A pool that connects lazily, checks connections on checkout and resets them on return."""
-        return ConnectionPool(
+        return TenantPool(
             # Autocommit: every tool call sends its own BEGIN (see transactions.transaction).
             # No automatic prepared statements: DISCARD ALL drops them on every return.
             kwargs={
@@ -173,7 +204,10 @@ class PostgresBackend:
             open=True,
         )
 
-    def close(self, pool: ConnectionPool) -> None:
+    def interrupt(self, pool: TenantPool) -> None:
+        pool.cancel_running()
+
+    def close(self, pool: TenantPool) -> None:
         pool.close(timeout=5)
 
     def verify(self, config: PostgresTenant) -> None:
@@ -186,7 +220,7 @@ class PostgresBackend:
 
 @contextmanager
 def checkout(
-    manager: TenantManager[PostgresTenant, ConnectionPool], tenant_id: str
+    manager: TenantManager[PostgresTenant, TenantPool], tenant_id: str
 ) -> Iterator[tuple[PostgresTenant, Connection]]:
     """The tenant's config and a connection from its pool, with failures a person can act on."""
     for _attempt in range(3):

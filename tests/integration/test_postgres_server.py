@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import re
+import signal
 import time
 
 import pytest
@@ -372,3 +376,67 @@ def test_a_slow_tenant_does_not_starve_another(make_server, pg_database):
             assert finished[0] == "fast", finished
 
     asyncio.run(main())
+
+
+def _running_sleeps(postgres_service, user: str) -> int:
+    """Statements the tenant's role has running now (the sleeping query runs in a FETCH)."""
+    rows = postgres_service.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = %s AND state = 'active'", (user,)
+    )
+    return rows[0][0]
+
+
+def test_sigterm_cancels_a_running_query_and_exits_0_over_http(pg_database, postgres_service, redis_db):
+    from .http import HttpServer
+
+    server = HttpServer(MODULE, {**redis_db.env(), **env_tenant("envy", pg_database)})
+    try:
+        server.wait_ready()
+
+        async def main():
+            async with server.client(None) as client:
+                call = asyncio.create_task(
+                    client.call_tool("query", {"tenant_id": "envy", "sql": "SELECT pg_sleep(60)"})
+                )
+                for _ in range(100):
+                    if _running_sleeps(postgres_service, pg_database["user"]):
+                        break
+                    await asyncio.sleep(0.05)
+                assert _running_sleeps(postgres_service, pg_database["user"]) == 1
+                server.process.send_signal(signal.SIGTERM)
+                with contextlib.suppress(Exception):  # the connection may end before the answer
+                    await asyncio.wait_for(call, 30)
+
+        asyncio.run(main())
+        assert server.process.wait(timeout=30) == 0
+        assert _running_sleeps(postgres_service, pg_database["user"]) == 0  # cancelled, not left running in PostgreSQL
+    finally:
+        server.close()
+
+
+def test_sigterm_cancels_a_running_query_and_exits_0_over_stdio(make_server, pg_database, postgres_service):
+    server = make_server(**env_tenant("envy", pg_database))
+
+    async def main():
+        async with server.connect() as client:
+            call = asyncio.create_task(client.call_tool("query", {"tenant_id": "envy", "sql": "SELECT pg_sleep(60)"}))
+            for _ in range(100):
+                if _running_sleeps(postgres_service, pg_database["user"]):
+                    break
+                await asyncio.sleep(0.05)
+            pid = int(re.search(r"starting \(pid (\d+)", server.logs()).group(1))
+            os.kill(pid, signal.SIGTERM)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(call, 30)
+            for _ in range(300):  # the process is gone once its pid no longer answers
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                await asyncio.sleep(0.05)
+            return pid
+
+    with contextlib.suppress(Exception):  # the client reports the closed pipe on exit
+        asyncio.run(main())
+    assert "signal received, shutting down" in server.logs()
+    assert _running_sleeps(postgres_service, pg_database["user"]) == 0

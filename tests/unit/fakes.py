@@ -28,6 +28,9 @@ class FakeBackend:
             self.opened.append(resource)
         return resource
 
+    def interrupt(self, resource):
+        resource.interrupted = True
+
     def close(self, resource):
         resource.closed = True
 

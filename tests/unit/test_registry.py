@@ -146,7 +146,7 @@ def test_close_closes_every_open_resource_and_refuses_later_calls(server):
         manager.register(tenant(tid))
         manager.resource(tid)
     manager.close()
-    assert all(r.closed for r in backend.opened)
+    assert all(r.closed and r.interrupted for r in backend.opened)
     with pytest.raises(ManagerClosed):
         manager.get("a")
 
