@@ -28,10 +28,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pydantic_core
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import EmptyResult, SetLevelRequestParams, ToolAnnotations
+from mcp.types import CallToolResult, EmptyResult, SetLevelRequestParams, TextContent, ToolAnnotations
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from mcp_tenants import __version__
@@ -182,7 +183,11 @@ class TenantServer:
         ticker = ProgressTicker(loop, ctx, name)
         try:
             async with self._gate.slot(kwargs.get("tenant_id")):
-                return await loop.run_in_executor(self._executor, run_context.run, functools.partial(fn, **kwargs))
+                result = await loop.run_in_executor(self._executor, run_context.run, functools.partial(fn, **kwargs))
+            # The text block carries the same JSON as the structured content, compact: the SDK's
+            # default indents it, which costs time and inflates every large result.
+            text = pydantic_core.to_json(result, fallback=str).decode()
+            return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=result)
         except TenantsError as exc:
             raise ToolError(redact(str(exc))) from None
         except Exception:
