@@ -1,7 +1,7 @@
 """TenantManager: the lock-protected registry of one server's tenants.
 
-Start-up: connect to Redis (a warning when it is down) → the environment's tenants, which win →
-every stored tenant, loaded in the background. Lookup: memory → Redis → environment → ``TenantNotFound``.
+Start-up: the environment's tenants, which win → in the background, connect to Redis (a warning
+when it is down) and load every stored tenant. Lookup: memory → Redis → environment → ``TenantNotFound``.
 Pools and clients ("resources") open lazily on a tenant's first use; at most ``max_open`` stay
 open (least recently used closed first), and one idle longer than ``idle_seconds`` is closed the
 next time another resource opens. Changes made by other processes arrive through the store's
@@ -115,22 +115,26 @@ class TenantManager(Generic[C, R]):
         with self._lock:
             self._entries.update({tid: _Entry(cfg, "env") for tid, cfg in from_env.items()})  # type: ignore[misc,arg-type]
         logger.info("%s server: %d tenant(s) from the environment", self.backend.server, len(from_env))
-        if self.store is not None and self.store.connect():
+        if self.store is not None:
             with self._lock:
                 self._touched = set()
             threading.Thread(target=self._preload, name="tenant-preload", daemon=True).start()
-        if self.store is not None:
             self.store.watch(self._on_remote_change)
         return self
 
     def _preload(self) -> None:
-        """Load every stored tenant into memory (the background half of ``open``)."""
+        """Connect to Redis and load every stored tenant into memory (the background half of ``open``).
+
+        An unreachable Redis costs this thread its connect timeout, never the start-up.
+        """
         assert self.store is not None
-        try:
-            configs, errors = self.store.load_all()
-        except StoreUnavailable as exc:
-            configs, errors = {}, {}
-            logger.warning("could not load tenants from Redis: %s", exc)
+        configs: dict[str, C] = {}
+        errors: dict[str, CorruptEntry] = {}
+        if self.store.connect():  # on failure it has logged a warning and keeps retrying
+            try:
+                configs, errors = self.store.load_all()
+            except StoreUnavailable as exc:
+                logger.warning("could not load tenants from Redis: %s", exc)
         for tenant_id, error in sorted(errors.items()):
             logger.error("skipping stored tenant %r: %s", tenant_id, error)
         with self._lock:
