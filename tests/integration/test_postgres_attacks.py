@@ -19,10 +19,9 @@ import pytest
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from mcp_tenants.config import Settings
 from mcp_tenants.errors import AccessDenied, QueryError, TenantsError
 from mcp_tenants.postgres import guard, tools
-from mcp_tenants.postgres.tenant import PostgresBackend, PostgresTenant
+from tests.integration.server_pool import server_pool as make_server_pool
 
 TIMEOUT_MS = 5_000
 
@@ -241,18 +240,8 @@ def test_reset_leaves_nothing_of_the_last_caller(
 @pytest.fixture(scope="module")
 def server_pool(database: dict[str, Any]) -> Iterator[ConnectionPool]:
     """One connection, in a pool built as the server builds it (``PostgresBackend.open``)."""
-    config = PostgresTenant(
-        tenant_id="attacks",
-        host=database["host"],
-        port=database["port"],
-        database=database["dbname"],
-        user=database["user"],
-        password=database["password"],
-    )
-    backend = PostgresBackend(Settings.from_env("postgres", {}, pool_max_size=1))
-    pool = backend.open(config)
-    yield pool
-    backend.close(pool)
+    with make_server_pool(database, "attacks") as pool:
+        yield pool
 
 
 @pytest.fixture

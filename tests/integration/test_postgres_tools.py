@@ -16,10 +16,9 @@ import pytest
 from psycopg import pq, sql
 from psycopg_pool import ConnectionPool
 
-from mcp_tenants.config import Settings
 from mcp_tenants.errors import AccessDenied, InvalidInput, QueryError, TenantUnreachable
 from mcp_tenants.postgres import tools
-from mcp_tenants.postgres.tenant import PostgresBackend, PostgresTenant
+from tests.integration.server_pool import server_pool as make_server_pool
 
 SCHEMA = """
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
@@ -573,19 +572,8 @@ def test_describe_unknown_table_suggests_the_stored_name(call: Callable[..., Any
 @pytest.fixture
 def server_pool(database: dict[str, Any]) -> Iterator[ConnectionPool]:
     """A pool built as the server builds it: autocommit, no prepared statements, cheap checks."""
-    info = database["owner"]
-    config = PostgresTenant(
-        tenant_id="tools",
-        host=info["host"],
-        port=info["port"],
-        database=info["dbname"],
-        user=info["user"],
-        password=info["password"],
-    )
-    backend = PostgresBackend(Settings.from_env("postgres", {}, pool_max_size=1))
-    pool = backend.open(config)
-    yield pool
-    backend.close(pool)
+    with make_server_pool(database["owner"], "tools") as pool:
+        yield pool
 
 
 def test_server_pool_runs_every_tool_and_stays_read_only(call: Callable[..., Any], server_pool: ConnectionPool) -> None:
