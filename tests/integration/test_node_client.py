@@ -28,6 +28,7 @@ import pytest
 
 from ..conftest import service_unavailable
 from .http import HttpServer
+from .tenants import MINIO_TOOLS, POSTGRES_TOOLS
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_DIR = ROOT / "tests" / "node"
@@ -128,34 +129,6 @@ def ok(call: dict[str, Any]) -> dict[str, Any]:
     assert "exception" not in call and call["isError"] is False, call
     assert call["validated"] is True, call
     return call["structuredContent"]
-
-
-POSTGRES_TOOLS = {
-    "register_tenant",
-    "list_tenants",
-    "remove_tenant",
-    "list_schemas",
-    "list_tables",
-    "describe_table",
-    "query",
-    "execute",
-    "explain_query",
-}
-MINIO_TOOLS = {
-    "register_tenant",
-    "list_tenants",
-    "remove_tenant",
-    "list_buckets",
-    "create_bucket",
-    "delete_bucket",
-    "list_objects",
-    "stat_object",
-    "get_object",
-    "put_object",
-    "delete_object",
-    "copy_object",
-    "presigned_url",
-}
 
 
 def test_postgres_server_over_stdio(node_client, pg_database, redis_db):

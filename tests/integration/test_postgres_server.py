@@ -15,6 +15,7 @@ import pytest
 from mcp_tenants.devservices import RedisService, free_ports
 
 from .stdio import ServerProcess, Session, ToolFailed
+from .tenants import POSTGRES_TOOLS, pg_env_tenant, pg_register_args
 
 MODULE = "mcp_tenants.postgres"
 
@@ -34,29 +35,6 @@ def make_server(redis_db):
         server.close()
 
 
-def register_args(pg, tenant_id="acme", **overrides):
-    return {
-        "tenant_id": tenant_id,
-        "host": pg["host"],
-        "port": pg["port"],
-        "database": pg["database"],
-        "user": pg["user"],
-        "password": pg["password"],
-        **overrides,
-    }
-
-
-def env_tenant(tenant_id: str, pg: dict) -> dict[str, str]:
-    prefix = f"POSTGRES_TENANT_{tenant_id.upper()}_"
-    return {
-        prefix + "HOST": pg["host"],
-        prefix + "PORT": str(pg["port"]),
-        prefix + "DATABASE": pg["database"],
-        prefix + "USER": pg["user"],
-        prefix + "PASSWORD": pg["password"],
-    }
-
-
 def assert_no_secret(secret: str, *texts: str) -> None:
     for text in texts:
         assert secret not in text
@@ -66,7 +44,7 @@ def test_seed_scenario_register_restart_still_there_and_query_works(make_server,
     server = make_server()
 
     async def register(session: Session):
-        result = await session.call("register_tenant", **register_args(pg_database))
+        result = await session.call("register_tenant", **pg_register_args(pg_database))
         assert result["persisted"] is True
         assert result["tenant"]["tenant_id"] == "acme" and "password" not in result["tenant"]
         return session.transcript
@@ -89,7 +67,7 @@ def test_wrong_password_is_refused_and_nothing_is_stored(make_server, pg_databas
     server = make_server()
 
     async def scenario(session: Session):
-        error = await session.fail("register_tenant", **register_args(pg_database, password="not-the-password-9"))
+        error = await session.fail("register_tenant", **pg_register_args(pg_database, password="not-the-password-9"))
         assert "cannot connect" in error and "password authentication failed" in error
         assert "not-the-password-9" not in error
         assert (await session.call("list_tenants"))["tenants"] == []
@@ -102,11 +80,11 @@ def test_wrong_password_is_refused_and_nothing_is_stored(make_server, pg_databas
 
 def test_redis_down_at_start_serves_env_tenants_and_registers_in_memory(make_server, pg_database):
     (closed_port,) = free_ports(1)
-    server = make_server(REDIS_HOST="127.0.0.1", REDIS_PORT=str(closed_port), **env_tenant("envy", pg_database))
+    server = make_server(REDIS_HOST="127.0.0.1", REDIS_PORT=str(closed_port), **pg_env_tenant("envy", pg_database))
 
     async def scenario(session: Session):
         assert (await session.call("query", tenant_id="envy", sql="SELECT 1 AS one"))["rows"] == [[1]]
-        result = await session.call("register_tenant", **register_args(pg_database, tenant_id="offline"))
+        result = await session.call("register_tenant", **pg_register_args(pg_database, tenant_id="offline"))
         assert result["persisted"] is False
         sources = {t["tenant_id"]: t["source"] for t in (await session.call("list_tenants"))["tenants"]}
         assert sources == {"envy": "env", "offline": "memory"}
@@ -128,11 +106,11 @@ def test_redis_killed_mid_run_then_restarted_persists_outage_registrations(make_
         client = redis.client(decode_responses=True)
 
         async def scenario(session: Session):
-            assert (await session.call("register_tenant", **register_args(pg_database, tenant_id="before")))[
+            assert (await session.call("register_tenant", **pg_register_args(pg_database, tenant_id="before")))[
                 "persisted"
             ] is True
             redis.kill()
-            during = await session.call("register_tenant", **register_args(pg_database, tenant_id="during"))
+            during = await session.call("register_tenant", **pg_register_args(pg_database, tenant_id="during"))
             assert during["persisted"] is False
             # Still serving while Redis is down.
             assert (await session.call("query", tenant_id="before", sql="SELECT 1"))["rows"] == [[1]]
@@ -142,7 +120,7 @@ def test_redis_killed_mid_run_then_restarted_persists_outage_registrations(make_
                     break
                 await asyncio.sleep(0.05)
             assert client.exists("mcp:postgres:tenant:during"), "outage registration was not written back"
-            after = await session.call("register_tenant", **register_args(pg_database, tenant_id="after"))
+            after = await session.call("register_tenant", **pg_register_args(pg_database, tenant_id="after"))
             assert after["persisted"] is True
             sources = {t["tenant_id"]: t["source"] for t in (await session.call("list_tenants"))["tenants"]}
             assert sources["during"] == "redis" and sources["after"] == "redis"
@@ -159,7 +137,7 @@ def test_env_wins_over_redis_and_cannot_be_removed(make_server, pg_database, red
         '{"tenant_id": "envy", "host": "elsewhere.invalid", "port": 5432, "database": "x", "user": "x",'
         ' "password": "x", "sslmode": "prefer", "access": "read-only"}',
     )
-    server = make_server(**env_tenant("envy", pg_database))
+    server = make_server(**pg_env_tenant("envy", pg_database))
 
     async def scenario(session: Session):
         tenants = (await session.call("list_tenants"))["tenants"]
@@ -168,7 +146,7 @@ def test_env_wins_over_redis_and_cannot_be_removed(make_server, pg_database, red
             [pg_database["user"]]
         ]
         assert "environment" in await session.fail("remove_tenant", tenant_id="envy")
-        assert "environment" in await session.fail("register_tenant", **register_args(pg_database, tenant_id="envy"))
+        assert "environment" in await session.fail("register_tenant", **pg_register_args(pg_database, tenant_id="envy"))
 
     server.run(scenario)
 
@@ -180,7 +158,7 @@ def test_tenant_registered_by_another_server_process_is_found_on_first_use(make_
         async with one.connect() as c1, two.connect() as c2:
             s1, s2 = Session(c1), Session(c2)
             assert "unknown tenant" in await s2.fail("query", tenant_id="shared", sql="SELECT 1")
-            await s1.call("register_tenant", **register_args(pg_database, tenant_id="shared"))
+            await s1.call("register_tenant", **pg_register_args(pg_database, tenant_id="shared"))
             assert (await s2.call("query", tenant_id="shared", sql="SELECT 7"))["rows"] == [[7]]
             await s1.call("remove_tenant", tenant_id="shared")
             assert "unknown tenant" in await s1.fail("query", tenant_id="shared", sql="SELECT 1")
@@ -193,7 +171,7 @@ def test_corrupt_entry_fails_only_that_tenant(make_server, pg_database, redis_db
     server = make_server()
 
     async def scenario(session: Session):
-        await session.call("register_tenant", **register_args(pg_database, tenant_id="fine"))
+        await session.call("register_tenant", **pg_register_args(pg_database, tenant_id="fine"))
         listing = await session.call("list_tenants")
         assert [t["tenant_id"] for t in listing["tenants"]] == ["fine"]
         assert "not valid JSON" in listing["unreadable"]["broken"]
@@ -232,10 +210,10 @@ def test_change_and_removal_in_one_process_reach_a_running_other_process(make_se
     async def main():
         async with one.connect() as c1, two.connect() as c2:
             s1, s2 = Session(c1), Session(c2)
-            await s1.call("register_tenant", **register_args(pg_database, tenant_id="moving"))
+            await s1.call("register_tenant", **pg_register_args(pg_database, tenant_id="moving"))
             assert (await s2.call("query", tenant_id="moving", sql="SELECT 1"))["rows"] == [[1]]
             assert "read-only" in await s2.fail("execute", tenant_id="moving", sql="CREATE TABLE x (i int)")
-            await s1.call("register_tenant", **register_args(pg_database, tenant_id="moving", access="read-write"))
+            await s1.call("register_tenant", **pg_register_args(pg_database, tenant_id="moving", access="read-write"))
 
             async def writable():
                 try:
@@ -264,20 +242,10 @@ def test_every_tool_answers_through_mcp_with_its_output_schema(make_server, pg_d
 
     async def scenario(session: Session):
         listed = {t.name: t for t in (await session.client.list_tools()).tools}
-        assert set(listed) == {
-            "register_tenant",
-            "list_tenants",
-            "remove_tenant",
-            "list_schemas",
-            "list_tables",
-            "describe_table",
-            "query",
-            "execute",
-            "explain_query",
-        }
+        assert set(listed) == POSTGRES_TOOLS
         assert all(t.output_schema and t.annotations for t in listed.values())
         assert listed["query"].annotations.read_only_hint and listed["remove_tenant"].annotations.destructive_hint
-        await session.call("register_tenant", **register_args(pg_database, tenant_id="rw", access="read-write"))
+        await session.call("register_tenant", **pg_register_args(pg_database, tenant_id="rw", access="read-write"))
         created = await session.call(
             "execute",
             tenant_id="rw",
@@ -320,10 +288,10 @@ def test_slow_calls_report_progress_and_logs_reach_the_client_at_its_level(make_
     async def main():
         async with server.connect(logging_callback=on_log) as client:
             session = Session(client)
-            await session.call("register_tenant", **register_args(pg_database, tenant_id="quiet"))
+            await session.call("register_tenant", **pg_register_args(pg_database, tenant_id="quiet"))
             assert logs == []  # nothing before the client chose a level
             await client.set_logging_level("info")
-            await session.call("register_tenant", **register_args(pg_database, tenant_id="loud"))
+            await session.call("register_tenant", **pg_register_args(pg_database, tenant_id="loud"))
             result = await client.call_tool(
                 "query", {"tenant_id": "loud", "sql": "SELECT pg_sleep(2.5)"}, progress_callback=on_progress
             )
@@ -340,7 +308,7 @@ def test_postgres_restart_mid_session_costs_at_most_one_clear_error(make_server,
     server = make_server()
 
     async def scenario(session: Session):
-        await session.call("register_tenant", **register_args(pg_database))
+        await session.call("register_tenant", **pg_register_args(pg_database))
         assert (await session.call("query", tenant_id="acme", sql="SELECT 1"))["rows"] == [[1]]
         postgres_service.restart()
         try:
@@ -360,8 +328,8 @@ def test_a_slow_tenant_does_not_starve_another(make_server, pg_database):
     async def main():
         async with server.connect() as client:
             session = Session(client)
-            await session.call("register_tenant", **register_args(pg_database, tenant_id="slow"))
-            await session.call("register_tenant", **register_args(pg_database, tenant_id="fast"))
+            await session.call("register_tenant", **pg_register_args(pg_database, tenant_id="slow"))
+            await session.call("register_tenant", **pg_register_args(pg_database, tenant_id="fast"))
             finished: list[str] = []
 
             async def call(tenant_id, sql):
@@ -389,7 +357,7 @@ def _running_sleeps(postgres_service, user: str) -> int:
 def test_sigterm_cancels_a_running_query_and_exits_0_over_http(pg_database, postgres_service, redis_db):
     from .http import HttpServer
 
-    server = HttpServer(MODULE, {**redis_db.env(), **env_tenant("envy", pg_database)})
+    server = HttpServer(MODULE, {**redis_db.env(), **pg_env_tenant("envy", pg_database)})
     try:
         server.wait_ready()
 
@@ -415,7 +383,7 @@ def test_sigterm_cancels_a_running_query_and_exits_0_over_http(pg_database, post
 
 
 def test_sigterm_cancels_a_running_query_and_exits_0_over_stdio(make_server, pg_database, postgres_service):
-    server = make_server(**env_tenant("envy", pg_database))
+    server = make_server(**pg_env_tenant("envy", pg_database))
 
     async def main():
         async with server.connect() as client:

@@ -20,20 +20,9 @@ from mcp_tenants.devservices import RedisService, free_ports
 
 from .http import HttpServer
 from .stdio import ServerProcess, Session
+from .tenants import pg_register_args
 
 PG = "mcp_tenants.postgres"
-
-
-def register_args(pg, tenant_id="acme", **overrides):
-    return {
-        "tenant_id": tenant_id,
-        "host": pg["host"],
-        "port": pg["port"],
-        "database": pg["database"],
-        "user": pg["user"],
-        "password": pg["password"],
-        **overrides,
-    }
 
 
 def closed_redis() -> dict[str, str]:
@@ -52,7 +41,7 @@ def test_http_requires_the_bearer_token_and_sigterm_exits_cleanly(pg_database):
         async def scenario():
             async with server.client(token) as client:
                 session = Session(client)
-                await session.call("register_tenant", **register_args(pg_database))
+                await session.call("register_tenant", **pg_register_args(pg_database))
                 return await session.call("query", tenant_id="acme", sql="SELECT 'over http' AS via")
 
         assert asyncio.run(scenario())["rows"] == [["over http"]]
@@ -85,7 +74,7 @@ def test_secrets_are_sealed_at_rest_and_a_wrong_key_fails_only_that_tenant(pg_da
     try:
 
         async def register(session: Session):
-            await session.call("register_tenant", **register_args(pg_database))
+            await session.call("register_tenant", **pg_register_args(pg_database))
 
         sealed.run(register)
         raw = redis_db.client.get("mcp:postgres:tenant:acme")
@@ -133,7 +122,7 @@ def test_redis_acl_user_limited_to_mcp_keys(pg_database):
         )
 
         async def scenario(session: Session):
-            assert (await session.call("register_tenant", **register_args(pg_database)))["persisted"] is True
+            assert (await session.call("register_tenant", **pg_register_args(pg_database)))["persisted"] is True
             assert [t["source"] for t in (await session.call("list_tenants"))["tenants"]] == ["redis"]
 
         try:
@@ -195,7 +184,7 @@ def test_rediss_url_reaches_redis_over_tls(pg_database, tmp_path):
         server = ServerProcess(PG, {"REDIS_URL": url, "REDIS_HOST": "ignored.invalid"})
 
         async def scenario(session: Session):
-            assert (await session.call("register_tenant", **register_args(pg_database)))["persisted"] is True
+            assert (await session.call("register_tenant", **pg_register_args(pg_database)))["persisted"] is True
 
         try:
             server.run(scenario)
@@ -213,15 +202,15 @@ def test_host_guard_and_keyword_conninfo(pg_database, redis_db):
     try:
 
         async def guarded_scenario(session: Session):
-            error = await session.fail("register_tenant", **register_args(pg_database))
+            error = await session.fail("register_tenant", **pg_register_args(pg_database))
             assert "MCP_ALLOWED_HOSTS" in error
 
         async def open_scenario(session: Session):
-            error = await session.fail("register_tenant", **register_args(pg_database, host="169.254.169.254"))
+            error = await session.fail("register_tenant", **pg_register_args(pg_database, host="169.254.169.254"))
             assert "link-local" in error
             # A password that looks like conninfo stays a password: the real host refuses it.
             error = await session.fail(
-                "register_tenant", **register_args(pg_database, password="x host=evil.invalid port=1")
+                "register_tenant", **pg_register_args(pg_database, password="x host=evil.invalid port=1")
             )
             assert "password authentication failed" in error and "evil.invalid" not in error
 
