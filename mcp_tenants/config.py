@@ -344,6 +344,7 @@ _LIMITS: tuple[tuple[str, str, int, int, int], ...] = (
     ("MCP_CONNECT_TIMEOUT_S", "connect_timeout_s", 5, 1, 300),
     ("MCP_MAX_OPEN_TENANTS", "max_open_tenants", 100, 1, 100_000),
     ("MCP_TENANT_IDLE_S", "tenant_idle_s", 600, 1, 7 * 24 * 3600),
+    ("MCP_DRAIN_SECONDS", "drain_seconds", 0, 0, 300),
 )
 
 
@@ -364,6 +365,8 @@ class Settings:
     connect_timeout_s: int = 5
     max_open_tenants: int = 100
     tenant_idle_s: int = 600
+    drain_seconds: int = 0
+    metrics_port: int | None = None
     transport: str = "stdio"
     host: str = "127.0.0.1"
     port: int = 8000
@@ -399,6 +402,8 @@ class Settings:
             allowed_hosts=tuple(h.strip() for h in env.get("MCP_ALLOWED_HOSTS", "").split(",") if h.strip()),
             log_level=(env.get("MCP_LOG_LEVEL", "INFO") or "INFO").upper(),
         )
+        if env.get("MCP_METRICS_PORT", "").strip():
+            values["metrics_port"] = parse_int("MCP_METRICS_PORT", env["MCP_METRICS_PORT"], minimum=1, maximum=65535)
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(server=server, redis=RedisSettings.from_env(env, default_db=default_db), **values)
         settings.validate()
