@@ -127,7 +127,7 @@ class FollowingPool(SentinelConnectionPool):
         watch.add(self)
 
     def make_connection(self) -> Any:
-        connection = super().make_connection()
+        connection: Any = super().make_connection()
         connection.fleet_generation = self._generation
         self._made.add(connection)
         return connection
@@ -135,7 +135,7 @@ class FollowingPool(SentinelConnectionPool):
     def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         if self.watch.fenced():
             raise MasterChanging(f"the Redis master {self.service_name!r} is being replaced; retry shortly")
-        connection = super().get_connection(*args, **kwargs)
+        connection: Any = super().get_connection(*args, **kwargs)
         if getattr(connection, "fleet_generation", self._generation) != self._generation:
             connection.disconnect()  # it may point at the old master: connect afresh, through the sentinels
             connection.fleet_generation = self._generation
