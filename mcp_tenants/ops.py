@@ -18,10 +18,11 @@ Tools never know this module exists; the server core uses it in three places:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -253,3 +254,72 @@ class _CallbackCollector:
 def metrics_for(server: str, port: int | None) -> Metrics:
     """Prometheus metrics when ``port`` (``MCP_METRICS_PORT``) is set, else the no-op ``Metrics``."""
     return PrometheusMetrics(server) if port else Metrics()
+
+
+def outcome_of(record: Mapping[str, Any]) -> str:
+    """The ``outcome`` label of a finished call's record (``outcome`` and ``error`` fields)."""
+    if record.get("outcome") == "ok":
+        return "ok"
+    error = record.get("error") or ""
+    if error == "InternalError":
+        return "internal_error"
+    if error in ("AccessDenied", "Unauthorized"):
+        return "denied"
+    if error in ("CancelledError", "Cancelled"):
+        return "cancelled"
+    return "error"
+
+
+class MetricsObserver:
+    """Feeds ``Metrics`` from the server core's call observers (``call_started`` / ``call_finished(record)``)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def call_started(self, tool: str) -> None:
+        self.metrics.call_started(tool)
+
+    def call_finished(self, record: Mapping[str, Any]) -> None:
+        seconds = float(record.get("duration_ms") or 0.0) / 1000
+        self.metrics.call_finished(str(record.get("tool")), outcome_of(record), seconds)
+
+
+class Ops:
+    """Readiness, probes and metrics of one server process, so the core wires them in a few lines.
+
+    ``store`` and ``manager`` (the tenant store and registry) are read by callbacks only.
+    """
+
+    def __init__(self, server: str, settings: Any, *, store: Any = None, manager: Any = None) -> None:
+        self.readiness = Readiness(redis_up=(lambda: bool(store.available)) if store is not None else None)
+        self.metrics = metrics_for(server, settings.metrics_port)
+        self.observer = MetricsObserver(self.metrics)
+        self.drain_seconds = float(settings.drain_seconds)
+        self._endpoint = (settings.host, settings.metrics_port)
+        self.metrics.watch(
+            open_pools=manager.open_count if manager is not None else None,
+            redis_up=(lambda: bool(store.available)) if store is not None else None,
+            queued_writes=(lambda: len(store.pending_ids())) if store is not None else None,
+            ready=lambda: self.readiness.ready,
+        )
+
+    def wrap(self, app: Any) -> HealthEndpoints:
+        """``app`` with ``/healthz`` and ``/readyz`` in front (outside its authentication)."""
+        return HealthEndpoints(app, self.readiness)
+
+    def start(self) -> None:
+        """Serve ``/metrics`` when ``MCP_METRICS_PORT`` is set."""
+        host, port = self._endpoint
+        if self.metrics.enabled and port:
+            self.metrics.serve(host, port)
+
+    async def drain(self) -> None:
+        """Shutdown begins: fail readiness at once, then keep serving ``MCP_DRAIN_SECONDS``."""
+        self.readiness.mark_draining()
+        if self.drain_seconds > 0:
+            logger.info("draining for %g s before stopping (MCP_DRAIN_SECONDS)", self.drain_seconds)
+            await asyncio.sleep(self.drain_seconds)
+
+    def close(self) -> None:
+        """Stop serving metrics."""
+        self.metrics.close()

@@ -132,3 +132,46 @@ def test_without_a_port_metrics_are_a_no_op_and_prometheus_is_never_imported() -
         "assert 'prometheus_client' not in sys.modules and 'starlette' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+class FakeStore:
+    available = True
+
+    def pending_ids(self) -> set[str]:
+        return {"a", "b"}
+
+
+class FakeManager:
+    def open_count(self) -> int:
+        return 5
+
+
+def test_ops_feeds_metrics_from_call_records_and_drains_before_stopping() -> None:
+    import asyncio
+
+    from mcp_tenants.config import Settings
+    from mcp_tenants.ops import Ops, outcome_of
+
+    assert [outcome_of(r) for r in ({"outcome": "ok"}, {"error": "InternalError"}, {"error": "AccessDenied"})] == [
+        "ok",
+        "internal_error",
+        "denied",
+    ]
+    assert outcome_of({"outcome": "error", "error": "TenantNotFound"}) == "error"
+    port = free_ports(1)[0]
+    settings = Settings.from_env("postgres", {"MCP_METRICS_PORT": str(port), "MCP_DRAIN_SECONDS": "0"})
+    ops = Ops("postgres", settings, store=FakeStore(), manager=FakeManager())
+    ops.start()
+    try:
+        ops.observer.call_started("query")
+        ops.observer.call_finished({"tool": "query", "outcome": "ok", "duration_ms": 12.5, "tenant": "acme"})
+        ops.readiness.mark_ready()
+        lines = set(get(f"http://127.0.0.1:{port}/metrics")[1].splitlines())
+        assert 'mcp_tool_calls_total{outcome="ok",server="postgres",tool="query"} 1.0' in lines
+        assert {'mcp_open_pools{server="postgres"} 5.0', 'mcp_redis_queued_writes{server="postgres"} 2.0'} <= lines
+        assert 'mcp_ready{server="postgres"} 1.0' in lines
+        asyncio.run(ops.drain())
+        assert ops.readiness.state == "draining"
+        assert 'mcp_ready{server="postgres"} 0.0' in get(f"http://127.0.0.1:{port}/metrics")[1].splitlines()
+    finally:
+        ops.close()
