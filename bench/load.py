@@ -9,7 +9,11 @@ from the environment on a fixed schedule (a late call does not push the next one
 1. steady: all replicas up;
 2. drain: replica r1 gets SIGTERM (``MCP_DRAIN_SECONDS=1``: /readyz says 503, HAProxy takes it
    out, then it stops);
-3. crash: replica r2 gets SIGKILL; only calls in flight on it may fail.
+3. crash: replica r2 gets SIGKILL; only calls in flight on it may fail, and the client retries
+   them once (``query`` is read-only, so a retry is safe; HAProxy itself retries only calls
+   that never reached a replica).
+
+A phase passes with zero errors after that one retry; the table also counts first-try failures.
 
 First, the time a tenant change made through one replica takes to reach another (register as
 read-write through r0, poll ``execute`` on r1 until it is allowed), 10 times each way.
@@ -40,6 +44,7 @@ class Phase:
         self.tenant_id = tenant_id
         self.latencies: list[float] = []
         self.errors: list[str] = []
+        self.retried: list[str] = []  # failed on the first try, then retried once
         self._lock = threading.Lock()
 
     def _client(self, offset: float, start: float) -> None:
@@ -52,14 +57,17 @@ class Phase:
             if delay > 0:
                 time.sleep(delay)
             began = time.monotonic()
-            try:
-                client.call("query", tenant_id=self.tenant_id, sql="SELECT 1")
-            except ToolCallFailed as exc:
-                with self._lock:
-                    self.errors.append(str(exc)[:120])
-            else:
-                with self._lock:
-                    self.latencies.append(time.monotonic() - began)
+            for attempt in range(2):
+                try:
+                    client.call("query", tenant_id=self.tenant_id, sql="SELECT 1")
+                except ToolCallFailed as exc:
+                    with self._lock:
+                        # query is read-only (readOnlyHint): retrying it once is safe.
+                        (self.retried if attempt == 0 else self.errors).append(str(exc)[:120])
+                else:
+                    with self._lock:
+                        self.latencies.append(time.monotonic() - began)
+                    break
             if time.monotonic() - start > 3 * SECONDS:  # the bound on the time
                 break
         client.close()
@@ -82,8 +90,8 @@ class Phase:
         if not lat:
             return f"0 ok, {len(self.errors)} errors"
         return (
-            f"{len(lat)} ok, {len(self.errors)} errors; p50 {median(lat) * 1000:.1f} ms, "
-            f"p99 {percentile(lat, 99) * 1000:.1f} ms"
+            f"{len(lat)} ok, {len(self.errors)} errors ({len(self.retried)} retried); "
+            f"p50 {median(lat) * 1000:.1f} ms, p99 {percentile(lat, 99) * 1000:.1f} ms"
         )
 
 
@@ -96,7 +104,9 @@ def propagation(fleet: ReplicaFleet, register: dict[str, Any]) -> list[float]:
 
     def allowed() -> bool:
         try:
-            reader.call("execute", tenant_id=register["tenant_id"], sql="SELECT 1")
+            reader.call(
+                "execute", tenant_id=register["tenant_id"], sql="CREATE TABLE IF NOT EXISTS bench_moving (i int)"
+            )
             return True
         except ToolCallFailed:
             return False
@@ -152,10 +162,10 @@ def _load(services: Services, report: Report) -> None:
         crash.run(lambda: fleet.kill(2), at=SECONDS / 3)
         report.row(
             "load: replica SIGKILL",
-            f"errors <= {CLIENTS} (in flight)",
+            f"0 errors; retried <= {CLIENTS} (in flight)",
             crash.summary(),
             "-",
-            len(crash.errors) <= CLIENTS,
+            not crash.errors and len(crash.retried) <= CLIENTS,
         )
-        for error in sorted(set(crash.errors))[:3]:
-            report.note(f"crash error: {error}")
+        for error in sorted(set(crash.retried))[:3]:
+            report.note(f"failed on the first try: {error}")
