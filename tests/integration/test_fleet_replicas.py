@@ -1,8 +1,9 @@
-"""Three server replicas (streamable HTTP, stateless) behind a real HAProxy, on one Redis.
+"""Three server replicas (streamable HTTP, stateless) behind a real HAProxy, on Redis through Sentinel.
 
 HAProxy checks each replica's ``/readyz``; a tool call goes to any replica. A tenant changed
-through one replica must reach the others; a replica that dies may fail only the calls that
-were in flight on it; a replica stopped with SIGTERM drains first and fails none.
+through one replica must reach the others, also across a Redis failover; a replica that dies may
+fail only the calls that were in flight on it; a replica stopped with SIGTERM drains first and
+fails none.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from typing import Any
 
 import pytest
 
-from mcp_tenants.devservices import RedisService
+from mcp_tenants.devservices import ServiceUnavailable
 from mcp_tenants.devservices.replica_fleet import ReplicaFleet, ToolCallFailed, ToolClient
+from mcp_tenants.devservices.sentinel_service import SentinelService
 from tests import audit
-from tests.conftest import running
+from tests.conftest import running, service_unavailable
 
 from .tenants import pg_register_args
 
@@ -26,31 +28,27 @@ REPLICAS = 3
 
 
 @pytest.fixture(scope="module")
-def fleet() -> Iterator[ReplicaFleet]:
-    """Three replicas on a Redis of their own, behind HAProxy; a replica drains for 1 s on SIGTERM."""
-    password = secrets.token_urlsafe(16)
-    audit.secret(password)
-    for redis in running(RedisService(password=password)):
-        env = {
-            "REDIS_HOST": redis.host,
-            "REDIS_PORT": str(redis.port),
-            "REDIS_PASSWORD": password,
-            "MCP_ALLOWED_HOSTS": "127.0.0.1",
-            "MCP_DRAIN_SECONDS": "1",
-        }
-        fleet = ReplicaFleet(env, count=REPLICAS)
-        try:
-            fleet.start()
-        except Exception as exc:  # a missing haproxy is a missing service: fail under CI, else skip
-            fleet.stop()
-            from tests.conftest import service_unavailable
+def sentinel() -> Iterator[SentinelService]:
+    """Redis as production runs it: a master, a replica and a sentinel, all with passwords."""
+    password, sentinel_password = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+    audit.secret(password, sentinel_password)
+    yield from running(SentinelService(password=password, sentinel_password=sentinel_password))  # type: ignore[type-var]
 
-            service_unavailable(f"replica fleet unavailable: {exc}")
-        try:
-            yield fleet
-        finally:
-            audit.record("fleet replica logs", fleet.logs())
-            fleet.stop()
+
+@pytest.fixture(scope="module")
+def fleet(sentinel: SentinelService) -> Iterator[ReplicaFleet]:
+    """Three replicas on Redis through Sentinel, behind HAProxy; a replica drains for 1 s on SIGTERM."""
+    env = {**sentinel.env(), "MCP_ALLOWED_HOSTS": "127.0.0.1", "MCP_DRAIN_SECONDS": "1"}
+    fleet = ReplicaFleet(env, count=REPLICAS)
+    try:
+        fleet.start()
+    except ServiceUnavailable as exc:  # e.g. no haproxy: fail under CI, else skip
+        service_unavailable(f"replica fleet unavailable: {exc}")
+    try:
+        yield fleet
+    finally:
+        audit.record("fleet replica logs", fleet.logs())
+        fleet.stop()
 
 
 def eventually(check: Callable[[], bool], seconds: float = 5.0) -> float:
@@ -70,13 +68,25 @@ def fails(client: ToolClient, name: str, **arguments: Any) -> str:
     return ""
 
 
-def test_a_tenant_changed_through_one_replica_reaches_the_others(fleet: ReplicaFleet, pg_database: Any) -> None:
+def test_a_tenant_changed_through_one_replica_reaches_the_others_across_a_failover(
+    fleet: ReplicaFleet, sentinel: SentinelService, pg_database: Any
+) -> None:
     first, *others = [ToolClient(fleet.replica_url(n)) for n in range(REPLICAS)]
     first.call("register_tenant", **pg_register_args(pg_database, tenant_id="shared"))
     for other in others:  # found on first use, and now cached by each replica
         assert other.call("query", tenant_id="shared", sql="SELECT 1")["rows"] == [[1]]
         assert "read-only" in fails(other, "execute", tenant_id="shared", sql="CREATE TABLE IF NOT EXISTS t (i int)")
+    # The master is replaced between the first registration and the change: every replica and
+    # its pub/sub listener follow.
+    old = sentinel.master_address()
+    sentinel.failover()
+    sentinel.wait_for_new_master(old)
     first.call("register_tenant", **pg_register_args(pg_database, tenant_id="shared", access="read-write"))
+    master = sentinel.master_client(decode_responses=True)
+    try:
+        assert '"read-write"' in master.get("mcp:postgres:tenant:shared")
+    finally:
+        master.close()
     for other in others:
         eventually(
             lambda o=other: not fails(o, "execute", tenant_id="shared", sql="CREATE TABLE IF NOT EXISTS t (i int)")
@@ -87,6 +97,7 @@ def test_a_tenant_changed_through_one_replica_reaches_the_others(fleet: ReplicaF
     # Through the load balancer every call agrees, whichever replica answers it.
     balanced = ToolClient(fleet.url)
     assert all(balanced.call("list_tenants")["tenants"] == [] for _ in range(2 * REPLICAS))
+    sentinel.settle()
 
 
 class Load:
