@@ -21,6 +21,7 @@ import pytest
 from mcp_tenants.config import RedisSettings
 from mcp_tenants.crypto import SecretCodec
 from mcp_tenants.devservices import free_ports
+from mcp_tenants.devservices.base import wait_until
 from mcp_tenants.devservices.sentinel_service import SentinelService
 from mcp_tenants.postgres.tenant import PostgresTenant
 from mcp_tenants.redisconn import make_redis_client
@@ -61,15 +62,6 @@ def open_store(service: SentinelService, **kw: object) -> TenantStore[PostgresTe
     return store
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout} s")
-
-
 def write_through(store: TenantStore[PostgresTenant], replace: Callable[[], tuple[str, int]], tag: str) -> list[str]:
     """Register tenants every 20 ms while ``replace()`` swaps the master, then 1 s more; their ids."""
     written: list[str] = []
@@ -95,7 +87,7 @@ def write_through(store: TenantStore[PostgresTenant], replace: Callable[[], tupl
 
 
 def assert_all_on_master(service: SentinelService, store: TenantStore[PostgresTenant], ids: list[str]) -> None:
-    wait_for(lambda: not store.pending_ids(), 20, "queued writes flushed to the new master")
+    wait_until(lambda: not store.pending_ids(), 20, "queued writes flushed to the new master", "")
     client = service.master_client(decode_responses=True)
     try:
         assert client.info("replication")["role"] == "master"
@@ -125,7 +117,7 @@ def test_writes_during_a_failover_all_land_on_the_new_master(sentinel: SentinelS
         # The pub/sub listener followed too: a change made by the other process after the
         # failover reaches this one.
         other.put(tenant(f"{how}-late"))
-        wait_for(lambda: f"{how}-late" in seen, 15, "announcement after the failover")
+        wait_until(lambda: f"{how}-late" in seen, 15, "announcement after the failover", "")
     finally:
         store.close()
         other.close()
