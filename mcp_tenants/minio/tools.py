@@ -12,7 +12,6 @@ import io
 import logging
 import mimetypes
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from xml.etree import ElementTree as ET
 
 from minio import Minio
@@ -22,9 +21,8 @@ from minio.error import MinioException, S3Error
 from urllib3.exceptions import HTTPError
 
 from mcp_tenants.errors import InvalidInput, StorageError, TenantUnreachable
-from mcp_tenants.minio import names
+from mcp_tenants.minio import listing, names
 from mcp_tenants.minio.client import missing_bucket_error, storage_error, storage_errors
-from mcp_tenants.minio.listing import first_entries
 from mcp_tenants.minio.results import (
     BucketCreated,
     BucketDeleted,
@@ -100,25 +98,15 @@ def delete_bucket(client: Minio, bucket: str) -> BucketDeleted:
     with storage_errors(bucket=bucket):
         # Some servers (SeaweedFS by default) delete a non-empty bucket with everything in it;
         # a one-key listing makes the refusal ours instead of the server's.
-        listing = client.list_objects(bucket, recursive=True)
-        try:
-            first = next(iter(listing), None)
-        finally:
-            _close(listing)
-        if first is not None:
+        first = listing.list_page(listing.bucket_fetch(client, bucket), count=1).objects
+        if first:
             raise StorageError(
-                f"bucket {bucket!r} is not empty (it holds {first.object_name!r} and maybe more); "
+                f"bucket {bucket!r} is not empty (it holds {first[0]['key']!r} and maybe more); "
                 "delete its objects first"
             )
         client.remove_bucket(bucket)
     logger.info("deleted bucket %s", bucket)
     return {"bucket": bucket, "deleted": True}
-
-
-def _close(iterator: Any) -> None:
-    close = getattr(iterator, "close", None)
-    if close is not None:
-        close()
 
 
 def list_objects(
@@ -141,27 +129,18 @@ def list_objects(
     start_after = names.validate_start_after(start_after)
     page_size = names.validate_max_keys(max_keys, max_keys_cap)
     with storage_errors(bucket=bucket):
-        # minio fetches server pages of up to 1,000 entries lazily; first_entries stops soon
-        # after the page is complete, so the bucket is never listed whole.
-        entries = client.list_objects(bucket, prefix=prefix or None, recursive=bool(recursive), start_after=start_after)
-        try:
-            page, truncated = first_entries(entries, page_size, delimited=not recursive, start_after=start_after)
-        finally:
-            _close(entries)
+        page = listing.list_page(
+            listing.bucket_fetch(client, bucket),
+            prefix=prefix,
+            delimited=not recursive,
+            start_after=start_after,
+            count=page_size,
+        )
     return {
-        "objects": [
-            {
-                "key": entry.object_name or "",
-                "size": entry.size,
-                "last_modified": _iso(entry.last_modified),
-                "etag": entry.etag,
-            }
-            for entry in page
-            if not entry.is_dir
-        ],
-        "prefixes": [entry.object_name or "" for entry in page if entry.is_dir],
-        "truncated": truncated,
-        "next_start_after": page[-1].object_name if truncated else None,
+        "objects": page.objects,
+        "prefixes": page.prefixes,
+        "truncated": page.truncated,
+        "next_start_after": page.next_start_after,
     }
 
 
