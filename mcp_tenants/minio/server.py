@@ -141,13 +141,22 @@ def add_tools(app: TenantServer, manager: TenantManager[MinioTenant, Minio]) -> 
         tenant_id: TenantId,
         bucket: Bucket,
         key: Key,
-        content: Annotated[str, Field(description="The content, as text or base64")],
+        content: Annotated[
+            str, Field(description="The content, as text or base64; at most MCP_PUT_MAX_BYTES (default 1 MiB)")
+        ],
         encoding: Literal["text", "base64"] = "text",
         content_type: Annotated[str | None, Field(description="MIME type; guessed from the key when omitted")] = None,
     ) -> ObjectWritten:
-        """Create or replace an object (read-write tenants only)."""
+        """Create or replace an object (read-write tenants only). For content over
+        MCP_PUT_MAX_BYTES, upload to a presigned_url with method="PUT" instead."""
         return tools.put_object(
-            client(tenant_id, write=True), bucket, key, content, encoding=encoding, content_type=content_type
+            client(tenant_id, write=True),
+            bucket,
+            key,
+            content,
+            encoding=encoding,
+            content_type=content_type,
+            max_bytes=settings.put_max_bytes,
         )
 
     @app.tool(DELETES, title="Delete an object")

@@ -253,11 +253,24 @@ def put_object(
     *,
     encoding: str = "text",
     content_type: str | None = None,
+    max_bytes: int,
 ) -> ObjectWritten:
-    """Write ``content`` (text, or base64 for binary) to ``key``, replacing any existing object."""
+    """Write ``content`` (text, or base64 for binary) to ``key``, replacing any existing object.
+
+    At most ``max_bytes`` (decoded). The size is checked before the content is decoded or copied,
+    so an oversized argument costs no memory beyond its own.
+    """
     names.validate_bucket_name(bucket)
     names.validate_object_key(key)
+    encoding = names.validate_encoding(encoding)
+    content = names.require_content(content)
+    floor = names.content_size_floor(content, encoding)
+    if floor > max_bytes:
+        exact = encoding == "text" and content.isascii()
+        raise _too_big(f"{floor}" if exact else f"at least {floor}", max_bytes)
     data = names.decode_content(content, encoding)
+    if len(data) > max_bytes:
+        raise _too_big(str(len(data)), max_bytes)
     content_type = names.validate_content_type(content_type) or _default_content_type(key, encoding)
     _require_bucket(client, bucket)
     with storage_errors(bucket=bucket, key=key):
@@ -270,6 +283,14 @@ def put_object(
         "version_id": result.version_id,
         "size": len(data),
     }
+
+
+def _too_big(size: str, max_bytes: int) -> InvalidInput:
+    return InvalidInput(
+        f"content is {size} bytes, more than put_object takes in one call ({max_bytes} bytes, "
+        "MCP_PUT_MAX_BYTES); for a larger upload call presigned_url with method='PUT' and send "
+        "the file to that URL (for example: curl -T FILE URL)"
+    )
 
 
 def delete_object(client: Minio, bucket: str, key: str) -> ObjectDeleted:

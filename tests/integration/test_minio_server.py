@@ -193,3 +193,22 @@ def test_every_tool_answers_through_mcp_with_its_output_schema(make_server, s3_s
     transcript = server.run(scenario)
     assert not any("X-Amz-Signature" in text for text in server.logs().splitlines())
     assert all(s3_service.secret_key not in text for text in transcript)
+
+
+def test_put_object_over_mcp_put_max_bytes_is_refused_before_it_is_written(make_server, s3_service):
+    server = make_server(MCP_PUT_MAX_BYTES="1000")
+    bucket = f"cap-{uuid.uuid4().hex[:12]}"
+
+    async def scenario(session: Session):
+        await session.call("register_tenant", **register_args(s3_service, access="read-write"))
+        await session.call("create_bucket", tenant_id="media", bucket=bucket)
+        error = await session.fail("put_object", tenant_id="media", bucket=bucket, key="big", content="x" * 1001)
+        assert "1001 bytes" in error and "MCP_PUT_MAX_BYTES" in error and "presigned_url" in error
+        written = await session.call("put_object", tenant_id="media", bucket=bucket, key="ok", content="x" * 1000)
+        assert written["size"] == 1000
+        listed = await session.call("list_objects", tenant_id="media", bucket=bucket)
+        assert [o["key"] for o in listed["objects"]] == ["ok"]
+        await session.call("delete_object", tenant_id="media", bucket=bucket, key="ok")
+        await session.call("delete_bucket", tenant_id="media", bucket=bucket)
+
+    server.run(scenario)

@@ -351,7 +351,9 @@ def test_get_object_of_an_empty_object(admin, bucket):
 
 def test_binary_content_round_trips_through_base64(admin, bucket):
     data = bytes(range(256)) * 40
-    written = tools.put_object(admin, bucket, "bin/blob", base64.b64encode(data).decode(), encoding="base64")
+    written = tools.put_object(
+        admin, bucket, "bin/blob", base64.b64encode(data).decode(), encoding="base64", max_bytes=MIB
+    )
     assert written["size"] == len(data) and written["etag"]
     assert read_raw(admin, bucket, "bin/blob") == data
     got = tools.get_object(admin, bucket, "bin/blob", max_bytes=MIB)
@@ -372,20 +374,44 @@ def test_binary_content_round_trips_through_base64(admin, bucket):
 )
 def test_put_object_content_type(admin, bucket, key, encoding, content_type, expected):
     content = "aGVsbG8=" if encoding == "base64" else "hello"
-    tools.put_object(admin, bucket, key, content, encoding=encoding, content_type=content_type)
+    tools.put_object(admin, bucket, key, content, encoding=encoding, content_type=content_type, max_bytes=MIB)
     assert tools.stat_object(admin, bucket, key)["content_type"] == expected
 
 
 def test_put_object_into_a_missing_bucket_says_so(admin):
     name = unique_bucket()
     with pytest.raises(StorageError, match=f"bucket '{name}' does not exist"):
-        tools.put_object(admin, name, "k", "x")
+        tools.put_object(admin, name, "k", "x", max_bytes=MIB)
     assert not admin.bucket_exists(name)
 
 
 def test_put_object_with_bad_base64_fails_before_the_network(admin, bucket):
     with pytest.raises(InvalidInput, match="content is not valid base64"):
-        tools.put_object(admin, bucket, "k", "not base64!", encoding="base64")
+        tools.put_object(admin, bucket, "k", "not base64!", encoding="base64", max_bytes=MIB)
+
+
+@pytest.mark.parametrize(
+    ("content", "encoding", "size"),
+    [
+        ("x" * (MIB + 1), "text", f"{MIB + 1} bytes"),
+        ("é" * (MIB // 2 + 1), "text", f"{MIB + 2} bytes"),
+        (base64.b64encode(b"\0" * (MIB + 3)).decode(), "base64", "at least"),
+    ],
+    ids=["ascii", "utf-8", "base64"],
+)
+def test_put_object_over_the_cap_is_refused_and_points_at_presigned_url(admin, bucket, content, encoding, size):
+    with pytest.raises(InvalidInput, match="MCP_PUT_MAX_BYTES") as err:
+        tools.put_object(admin, bucket, "big", content, encoding=encoding, max_bytes=MIB)
+    assert size in str(err.value)
+    assert "presigned_url with method='PUT'" in str(err.value)
+    assert not [o.object_name for o in admin.list_objects(bucket)]
+
+
+def test_put_object_at_the_cap_is_written_with_base64_line_breaks_ignored(admin, bucket):
+    data = os.urandom(MIB)
+    wrapped = "\n".join(base64.encodebytes(data).decode().split("\n"))
+    assert tools.put_object(admin, bucket, "exact", wrapped, encoding="base64", max_bytes=MIB)["size"] == MIB
+    assert read_raw(admin, bucket, "exact") == data
 
 
 def test_delete_object_removes_it_and_a_missing_key_is_reported(admin, bucket):
@@ -523,7 +549,7 @@ def test_read_only_identity_can_list_and_read(admin, reader, bucket):
 
 def test_read_only_identity_cannot_put_and_gets_a_clear_access_denied(reader, bucket):
     with pytest.raises(StorageError, match="AccessDenied") as err:
-        tools.put_object(reader, bucket, "forbidden.txt", "nope")
+        tools.put_object(reader, bucket, "forbidden.txt", "nope", max_bytes=MIB)
     assert f"'forbidden.txt' in bucket '{bucket}'" in str(err.value)
     assert "lack permission" in str(err.value)
     with pytest.raises(StorageError, match="AccessDenied"):
