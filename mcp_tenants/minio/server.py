@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
+from mcp.types import ToolAnnotations
 from minio import Minio
 from pydantic import Field, WithJsonSchema
 
@@ -31,6 +32,12 @@ from mcp_tenants.tenant_tools import TenantId, add_tenant_tools
 
 Bucket = Annotated[str, Field(description="Bucket name (S3 rules: 3-63 of a-z, 0-9, '.', '-')")]
 Key = Annotated[str, Field(description="Object key (1-1024 bytes of UTF-8)")]
+
+#: Writes that can replace what is there: put_object and copy_object overwrite an existing key;
+#: presigned_url can mint a PUT URL that lets anyone holding it do the same (the annotation
+#: describes the tool, whatever method one call asks for). Not idempotent: on a versioned bucket
+#: every write adds a version, and every call mints another live URL.
+OVERWRITES = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False)
 
 INSTRUCTIONS = (
     "S3-compatible object storage for many tenants. Call list_tenants to see them; every other "
@@ -136,7 +143,7 @@ def add_tools(app: TenantServer, manager: TenantManager[MinioTenant, Minio]) -> 
             client(tenant_id), bucket, key, offset=offset, length=length, max_bytes=settings.object_max_bytes
         )
 
-    @app.tool(WRITES, title="Write an object")
+    @app.tool(OVERWRITES, title="Write an object")
     def put_object(
         tenant_id: TenantId,
         bucket: Bucket,
@@ -164,14 +171,15 @@ def add_tools(app: TenantServer, manager: TenantManager[MinioTenant, Minio]) -> 
         """Delete an object (read-write tenants only)."""
         return tools.delete_object(client(tenant_id, write=True), bucket, key)
 
-    @app.tool(WRITES, title="Copy an object")
+    @app.tool(OVERWRITES, title="Copy an object")
     def copy_object(
         tenant_id: TenantId, source_bucket: Bucket, source_key: Key, bucket: Bucket, key: Key
     ) -> ObjectCopied:
-        """Copy an object server-side, within the tenant (read-write tenants only)."""
+        """Copy an object server-side, within the tenant, replacing bucket/key if it exists
+        (read-write tenants only)."""
         return tools.copy_object(client(tenant_id, write=True), source_bucket, source_key, bucket, key)
 
-    @app.tool(READS, title="Presigned URL")
+    @app.tool(OVERWRITES, title="Presigned URL")
     def presigned_url(
         tenant_id: TenantId,
         bucket: Bucket,
@@ -179,8 +187,8 @@ def add_tools(app: TenantServer, manager: TenantManager[MinioTenant, Minio]) -> 
         method: Literal["GET", "PUT"] = "GET",
         expires_seconds: Annotated[int, Field(description="1 s to 7 days", ge=1, le=7 * 24 * 3600)] = 3600,
     ) -> PresignedUrl:
-        """A time-limited URL to download (GET) or upload (PUT) an object without credentials.
-        PUT needs a read-write tenant."""
+        """A time-limited URL to download (GET) or upload (PUT) an object without credentials; anyone
+        holding a PUT URL can overwrite the object until it expires. PUT needs a read-write tenant."""
         minio_client = client(tenant_id, write=method == "PUT")
         return tools.presigned_url(minio_client, bucket, key, method=method, expires_seconds=expires_seconds)
 

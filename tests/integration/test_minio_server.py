@@ -195,6 +195,39 @@ def test_every_tool_answers_through_mcp_with_its_output_schema(make_server, s3_s
     assert all(s3_service.secret_key not in text for text in transcript)
 
 
+def test_annotations_say_which_tools_can_overwrite_or_mint_upload_urls(make_server):
+    server = make_server()
+
+    async def scenario(session: Session):
+        return {t.name: t.annotations for t in (await session.client.list_tools()).tools}
+
+    annotations = server.run(scenario)
+    for tool in ("put_object", "copy_object", "presigned_url"):
+        assert annotations[tool].read_only_hint is False, tool
+        assert annotations[tool].destructive_hint is True, tool
+    for tool in ("list_objects", "get_object", "stat_object", "list_buckets"):
+        assert annotations[tool].read_only_hint is True, tool
+
+
+def test_output_schemas_never_make_a_validating_client_walk_every_entry(make_server):
+    server = make_server()
+
+    async def scenario(session: Session):
+        return {t.name: t.output_schema for t in (await session.client.list_tools()).tools}
+
+    def walks_items(schema) -> bool:
+        if isinstance(schema, dict):
+            return "items" in schema or any(map(walks_items, schema.values()))
+        if isinstance(schema, list):
+            return any(walks_items(v) for v in schema)
+        return False
+
+    schemas = server.run(scenario)
+    assert not [name for name, schema in schemas.items() if walks_items(schema)]
+    objects = schemas["list_objects"]["properties"]["objects"]
+    assert objects["type"] == "array" and "last_modified" in objects["description"]
+
+
 def test_put_object_over_mcp_put_max_bytes_is_refused_before_it_is_written(make_server, s3_service):
     server = make_server(MCP_PUT_MAX_BYTES="1000")
     bucket = f"cap-{uuid.uuid4().hex[:12]}"
