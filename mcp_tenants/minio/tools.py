@@ -22,7 +22,13 @@ from urllib3.exceptions import HTTPError
 
 from mcp_tenants.errors import InvalidInput, StorageError, TenantUnreachable
 from mcp_tenants.minio import listing, names
-from mcp_tenants.minio.client import missing_bucket_error, storage_error, storage_errors
+from mcp_tenants.minio.client import (
+    TenantSettingError,
+    head_errors,
+    missing_bucket_error,
+    storage_error,
+    storage_errors,
+)
 from mcp_tenants.minio.results import (
     BucketCreated,
     BucketDeleted,
@@ -51,7 +57,7 @@ def _iso(value: datetime | None) -> str | None:
 
 def _require_bucket(client: Minio, bucket: str) -> None:
     """Fail with NoSuchBucket before a write that some servers would let auto-create it."""
-    with storage_errors(bucket=bucket):
+    with head_errors(client, bucket=bucket):
         exists = client.bucket_exists(bucket)
     if not exists:
         raise missing_bucket_error(bucket)
@@ -60,12 +66,12 @@ def _require_bucket(client: Minio, bucket: str) -> None:
 def _stat(client: Minio, bucket: str, key: str) -> Object:
     """stat_object whose NoSuchKey is refined: a HEAD cannot tell a missing bucket from a key."""
     try:
-        with storage_errors(bucket=bucket, key=key):
+        with head_errors(client, bucket=bucket, key=key):
             return client.stat_object(bucket, key)
     except StorageError as exc:
         if not isinstance(exc.__cause__, S3Error) or exc.__cause__.code != "NoSuchKey":
             raise
-        with storage_errors(bucket=bucket):
+        with head_errors(client, bucket=bucket):
             exists = client.bucket_exists(bucket)
         if not exists:
             raise missing_bucket_error(bucket) from None
@@ -84,9 +90,11 @@ def create_bucket(client: Minio, bucket: str, *, region: str | None = None) -> B
     names.validate_bucket_name(bucket)
     # AWS us-east-1 answers 200 to re-creating one's own bucket; checking first gives every
     # server the same "already exists" answer.
+    with head_errors(client, bucket=bucket):
+        exists = client.bucket_exists(bucket)
+    if exists:
+        raise StorageError(f"bucket {bucket!r} already exists")
     with storage_errors(bucket=bucket):
-        if client.bucket_exists(bucket):
-            raise StorageError(f"bucket {bucket!r} already exists")
         client.make_bucket(bucket, location=region or None)
     logger.info("created bucket %s", bucket)
     return {"bucket": bucket, "created": True}
@@ -353,15 +361,16 @@ def check_credentials(client: Minio) -> None:
     """Prove the endpoint answers and accepts the credentials (one ListBuckets call).
 
     Raises ``TenantUnreachable`` saying whether the endpoint could not be reached or refused
-    the credentials.
+    the credentials (a ``TenantSettingError`` when a setting of the tenant is the cause).
     """
     try:
         client.list_buckets()
     except S3Error as exc:
         if exc.code == "AccessDenied":
-            raise TenantUnreachable(
-                "the object store refused the credentials (AccessDenied on ListBuckets): the keys "
-                "are wrong or lack the s3:ListAllMyBuckets permission"
+            raise TenantSettingError(
+                "the object store refused ListBuckets (AccessDenied): the keys are wrong or lack the "
+                "s3:ListAllMyBuckets permission",
+                ("access_key", "secret_key"),
             ) from exc
         error = storage_error(exc)
         if isinstance(error, TenantUnreachable):

@@ -14,9 +14,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from minio.deleteobjects import DeleteObject
 
-from mcp_tenants.errors import InvalidInput, StorageError, TenantUnreachable
+from mcp_tenants.errors import InvalidInput, StorageError
 from mcp_tenants.minio import tools
-from mcp_tenants.minio.client import make_client
+from mcp_tenants.minio.client import TenantSettingError, make_client
 
 pytestmark = pytest.mark.integration
 
@@ -482,29 +482,56 @@ def test_check_credentials_accepts_valid_admin_and_read_only_keys(admin, reader)
     tools.check_credentials(reader)
 
 
-def test_wrong_secret_key_is_unreachable_and_the_secret_is_not_shown(s3_service):
+def test_wrong_secret_key_names_the_secret_key_and_never_shows_it(s3_service):
     wrong_secret = "Wr0ng-" + uuid.uuid4().hex
     client = make_client(s3_service.endpoint, s3_service.access_key, wrong_secret, region=s3_service.region)
-    with pytest.raises(TenantUnreachable, match="rejected the tenant's credentials") as err:
+    with pytest.raises(TenantSettingError, match="secret key does not match the access key") as err:
         tools.check_credentials(client)
+    assert err.value.settings == ("secret_key",)
     assert wrong_secret not in str(err.value)
     assert s3_service.secret_key not in str(err.value)
 
 
-def test_unknown_access_key_is_unreachable(s3_service):
+def test_unknown_access_key_names_the_access_key(s3_service):
     client = make_client(
         s3_service.endpoint, "nobody-" + uuid.uuid4().hex[:8], "whatever-secret", region=s3_service.region
     )
-    with pytest.raises(TenantUnreachable, match="access key is unknown"):
+    with pytest.raises(TenantSettingError, match=r"does not know the access key \(InvalidAccessKeyId\)") as err:
         tools.check_credentials(client)
+    assert err.value.settings == ("access_key",)
 
 
-def test_unreachable_endpoint_fails_with_tenant_unreachable(bucket):
+def test_wrong_keys_on_head_requests_get_the_real_cause_not_access_denied(s3_service, admin, bucket):
+    # stat_object and bucket_exists are HEAD requests: the store's answer has no body, so the
+    # cause (SignatureDoesNotMatch, InvalidAccessKeyId) must be found another way.
+    put_raw(admin, bucket, "there.txt", b"x")
+    wrong_secret = make_client(s3_service.endpoint, s3_service.access_key, "Wr0ng-secret", region=s3_service.region)
+    unknown_key = make_client(s3_service.endpoint, "nobody-at-all", "Wr0ng-secret", region=s3_service.region)
+    calls = [
+        lambda c: tools.stat_object(c, bucket, "there.txt"),
+        lambda c: tools.get_object(c, bucket, "there.txt", max_bytes=MIB),
+        lambda c: tools.put_object(c, bucket, "new.txt", "x", max_bytes=MIB),
+        lambda c: tools.presigned_url(c, bucket, "there.txt"),
+        lambda c: tools.create_bucket(c, unique_bucket()),
+    ]
+    for call in calls:
+        with pytest.raises(TenantSettingError, match="SignatureDoesNotMatch") as err:
+            call(wrong_secret)
+        assert err.value.settings == ("secret_key",)
+        with pytest.raises(TenantSettingError, match="InvalidAccessKeyId"):
+            call(unknown_key)
+
+
+def test_unreachable_endpoint_is_reported_at_once_naming_the_endpoint(bucket):
     client = make_client(f"127.0.0.1:{closed_port()}", "key", "secret", region="us-east-1")
-    with pytest.raises(TenantUnreachable, match=r"cannot reach the object store at 127\.0\.0\.1"):
+    with pytest.raises(TenantSettingError, match=r"cannot reach the object store at 127\.0\.0\.1") as err:
         tools.check_credentials(client)
-    with pytest.raises(TenantUnreachable, match="Connection refused"):
+    assert err.value.settings == ("endpoint",)
+    with pytest.raises(TenantSettingError, match=r"Connection refused \(nothing listens there"):
         tools.get_object(client, bucket, "any", max_bytes=MIB)
+    unresolvable = make_client("no-such-host.invalid:9000", "key", "secret", region="us-east-1")
+    with pytest.raises(TenantSettingError, match=r"the host name 'no-such-host\.invalid' does not resolve"):
+        tools.list_objects(unresolvable, bucket, max_keys_cap=10)
 
 
 @pytest.mark.parametrize(
@@ -529,7 +556,7 @@ def test_an_endpoint_that_is_not_s3_is_reported_as_such(content_type, body):
     thread.start()
     try:
         client = make_client(f"127.0.0.1:{server.server_port}", "k", "s", region="us-east-1")
-        with pytest.raises(TenantUnreachable, match="not an S3 response"):
+        with pytest.raises(TenantSettingError, match="not an S3 response"):
             tools.check_credentials(client)
     finally:
         server.shutdown()
