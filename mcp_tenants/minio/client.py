@@ -242,7 +242,10 @@ def _connection_error(exc: HTTPError) -> TenantsError:
                 f"{cause}: its TLS certificate is not trusted; set SSL_CERT_FILE to a CA bundle that holds "
                 "the store's CA, or fix the certificate"
             )
-        return TenantSettingError(f"{cause}: the TLS handshake failed (is the store serving https?)", ("secure",))
+        return TenantSettingError(
+            f"{cause}: the TLS handshake failed (the tenant connects with https; does the endpoint serve plain http?)",
+            ("secure",),
+        )
     if isinstance(reason, ReadTimeoutError):
         return TenantUnreachable(f"{cause}: no answer within {READ_TIMEOUT_SECONDS:g} s; the store is overloaded")
     if isinstance(reason, ProtocolError):

@@ -522,6 +522,13 @@ def test_wrong_keys_on_head_requests_get_the_real_cause_not_access_denied(s3_ser
             call(unknown_key)
 
 
+def test_https_to_a_plain_http_store_names_the_secure_setting(s3_service):
+    client = make_client(s3_service.endpoint, s3_service.access_key, s3_service.secret_key, secure=True)
+    with pytest.raises(TenantSettingError, match="TLS handshake failed") as err:
+        tools.check_credentials(client)
+    assert err.value.settings == ("secure",)
+
+
 def test_unreachable_endpoint_is_reported_at_once_naming_the_endpoint(bucket):
     client = make_client(f"127.0.0.1:{closed_port()}", "key", "secret", region="us-east-1")
     with pytest.raises(TenantSettingError, match=r"cannot reach the object store at 127\.0\.0\.1") as err:
