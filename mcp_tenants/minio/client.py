@@ -247,9 +247,10 @@ def _connection_error(exc: HTTPError) -> TenantsError:
             ("secure",),
         )
     if isinstance(reason, ReadTimeoutError):
-        return TenantUnreachable(f"{cause}: no answer within {READ_TIMEOUT_SECONDS:g} s; the store is overloaded")
+        return TenantUnreachable(f"{cause}: no answer within {READ_TIMEOUT_SECONDS:g} s; the store is hung or busy")
     if isinstance(reason, ProtocolError):
-        return TenantSettingError(f"{cause}: the connection was broken", ("endpoint", "secure"))
+        # After one retry: the store keeps closing connections, which a TLS port does to plain http.
+        return TenantSettingError(f"{cause}: the connection was broken twice", ("endpoint", "secure"))
     return TenantSettingError(f"{cause}: {type(reason).__name__}", ("endpoint",))
 
 
