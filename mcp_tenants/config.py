@@ -298,6 +298,7 @@ _LIMITS: tuple[tuple[str, str, int, int, int], ...] = (
     ("MCP_RESULT_MAX_BYTES", "result_max_bytes", 1 << 20, 1024, 1 << 30),
     ("MCP_STATEMENT_TIMEOUT_MS", "statement_timeout_ms", 30_000, 1, 24 * 3600 * 1000),
     ("MCP_OBJECT_MAX_BYTES", "object_max_bytes", 1 << 20, 1, 1 << 30),
+    ("MCP_PUT_MAX_BYTES", "put_max_bytes", 1 << 20, 1, 1 << 30),
     ("MCP_LIST_MAX_KEYS", "list_max_keys", 1000, 1, 100_000),
     ("MCP_WORKER_THREADS", "worker_threads", 16, 1, 1024),
     ("MCP_POOL_MAX_SIZE", "pool_max_size", 8, 1, 1000),
@@ -318,6 +319,7 @@ class Settings:
     result_max_bytes: int = 1 << 20
     statement_timeout_ms: int = 30_000
     object_max_bytes: int = 1 << 20
+    put_max_bytes: int = 1 << 20
     list_max_keys: int = 1000
     worker_threads: int = 16
     pool_max_size: int = 8
