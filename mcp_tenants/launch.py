@@ -210,7 +210,7 @@ async def run_stdio(app: TenantServer) -> None:
     from mcp_tenants.stdio import stdio_streams
 
     stop = _stop_on_signals()
-    async with stdio_streams() as (read_stream, write_stream, traffic):
+    async with stdio_streams(app.settings.request_limit) as (read_stream, write_stream, traffic):
         serving = asyncio.create_task(
             app.lowlevel.run(read_stream, write_stream, app.lowlevel.create_initialization_options())
         )
@@ -236,7 +236,9 @@ async def run_http(app: TenantServer, listener: socket.socket, ops: Ops | None =
     import uvicorn  # only the HTTP transport needs it
 
     settings = app.settings
-    asgi: Any = app.lowlevel.streamable_http_app(stateless_http=True, host=settings.host)
+    asgi: Any = app.lowlevel.streamable_http_app(
+        stateless_http=True, host=settings.host, max_request_body_size=settings.request_limit
+    )
     if settings.auth_token:
         asgi = BearerTokenMiddleware(asgi, settings.auth_token)
     ops = ops or Ops(settings.server, settings)

@@ -44,7 +44,7 @@ from mcp_tenants.feedback import (
     connection_state,
     current_call,
 )
-from mcp_tenants.toolspec import Action, ToolSpec, build_spec
+from mcp_tenants.toolspec import Action, ActionRule, ToolSpec, build_spec
 
 logger = logging.getLogger(__name__)
 
@@ -225,9 +225,13 @@ class TenantServer:
     # -- tools --------------------------------------------------------------------------------
 
     def tool(
-        self, annotations: types.ToolAnnotations, *, title: str | None = None, action: Action | None = None
+        self, annotations: types.ToolAnnotations, *, title: str | None = None, action: ActionRule | None = None
     ) -> Callable[[F], F]:
-        """Register a plain synchronous function as a tool; its signature is the input schema."""
+        """Register a plain synchronous function as a tool; its signature is the input schema.
+
+        ``action`` is what a caller's role must allow (default: from the annotations); a function
+        of the arguments when it depends on them.
+        """
 
         def decorator(fn: F) -> F:
             spec = build_spec(fn, annotations, title=title, action=action)
@@ -290,7 +294,7 @@ class TenantServer:
             tenant_id = kwargs.get("tenant_id") if spec.tenant_scoped else None
             record.update(tenant=tenant_id, subject=_subject(kwargs))
             mask = self.policy.redactor(principal, tenant_id, kwargs)
-            self.policy.authorize(principal, spec.action, tenant_id)
+            self.policy.authorize(principal, spec.action_for(kwargs), tenant_id)
             async with self._gate.slot(tenant_id):
                 result = await self._run(ctx, spec, principal, kwargs)
             text = pydantic_core.to_json(result, fallback=str).decode()
