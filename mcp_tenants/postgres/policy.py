@@ -82,9 +82,15 @@ DENIED_FUNCTIONS = {
     "opens connections to other servers": "dblink dblink_exec dblink_open dblink_fetch dblink_send_query",
 }
 #: Second layer: relations (in pg_catalog) refused by name.
-DENIED_RELATIONS = (
-    "pg_authid pg_shadow pg_user_mapping pg_user_mappings pg_hba_file_rules pg_ident_file_mappings pg_file_settings"
-).split()
+DENIED_RELATIONS = [
+    "pg_authid",
+    "pg_shadow",
+    "pg_user_mapping",
+    "pg_user_mappings",
+    "pg_hba_file_rules",
+    "pg_ident_file_mappings",
+    "pg_file_settings",
+]
 
 _MARK = "mcp-guard-refused"
 _FIRST_USER_OID = 16384  # FirstNormalObjectId: below it, objects made by initdb
@@ -243,7 +249,7 @@ class FunctionPolicy:
         return AccessDenied("; ".join(sorted(set(reasons))) or f"{tool} refused the statement")
 
     def _reason(self, fields: list[str], tool: str) -> str:
-        kind, name, volatility = fields
+        kind, name, _volatility = fields
         if kind == "r":
             return f"{name} is not allowed: it exposes credentials or server configuration files"
         bare = name.split("(", 1)[0].rsplit(".", 1)[-1].strip('"')

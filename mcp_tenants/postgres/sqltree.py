@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 from pglast import parser as pg_parser
 
-from mcp_tenants.errors import InvalidInput, QueryError
+from mcp_tenants.errors import AccessDenied, InvalidInput, QueryError
 from mcp_tenants.postgres.diagnostics import excerpt
 
 #: PostgreSQL version of the embedded grammar (pglast 5.x: 15).
@@ -126,7 +126,7 @@ def parse_one(sql: str, *, legacy_server: bool = False) -> Statement:
     if not kinds:
         raise InvalidInput("sql is empty: give one SQL statement")
     if len(kinds) > 1:
-        raise QueryError(f"only one statement per call is allowed; found {len(kinds)} statements")
+        raise AccessDenied(f"only one statement per call is allowed; found {len(kinds)} statements")
     start, text = _statement_text(sql, tree)
     return Statement(kind=kinds[0], text=text, tree=tree, start=start, refs=_references(tree, legacy_server))
 
@@ -139,7 +139,7 @@ def _parse_json(sql: str) -> str:
             return str(pg_parser.parse_sql_json(sql))
         return _BigStackParser.parse(sql)
     except pg_parser.ParseError as exc:
-        message, index = (exc.args + (None,))[:2] if exc.args else ("syntax error", None)
+        message, index = (*exc.args, None)[:2] if exc.args else ("syntax error", None)
         text = str(message)
         if "memory exhausted" in text:
             text = f"statement nests too deeply for PostgreSQL's parser ({text})"
