@@ -80,6 +80,7 @@ DENIED_FUNCTIONS = {
         "ts_stat xpath_table connectby crosstab crosstab2 crosstab3 crosstab4"
     ),
     "opens connections to other servers": "dblink dblink_exec dblink_open dblink_fetch dblink_send_query",
+    "consumes a transaction id": "txid_current pg_current_xact_id",
 }
 #: Second layer: relations (in pg_catalog) refused by name.
 DENIED_RELATIONS = [
