@@ -93,7 +93,8 @@ def _scalar(x: str, oid: int, *, bare: bool = False) -> str:
     exact = f"{_JSON}({x})"
     as_string = f"{_JSON}({x}::pg_catalog.text)"
     if oid == INT8:
-        return f"CASE WHEN pg_catalog.int8le({x}, {_MAX_EXACT}) AND pg_catalog.int8ge({x}, -{_MAX_EXACT}) THEN {exact} ELSE {as_string} END"
+        in_range = f"pg_catalog.int8le({x}, {_MAX_EXACT}) AND pg_catalog.int8ge({x}, -{_MAX_EXACT})"
+        return f"CASE WHEN {in_range} THEN {exact} ELSE {as_string} END"
     if oid == NUMERIC:
         return (
             f"CASE WHEN pg_catalog.numeric_eq({x}, 0) OR (pg_catalog.numeric_le(pg_catalog.abs({x}), 1e300)"
@@ -138,7 +139,8 @@ def value_json(x: str, oid: int, info: TypeInfo, *, bare: bool = False, mod: int
         )
     if info.elem in _SPECIAL:
         return (
-            f"CASE WHEN pg_catalog.array_ndims({x}) IS NULL THEN CASE WHEN {x} IS NOT NULL THEN '[]'::pg_catalog.json END"
+            f"CASE WHEN pg_catalog.array_ndims({x}) IS NULL"
+            f" THEN CASE WHEN {x} IS NOT NULL THEN '[]'::pg_catalog.json END"
             f" WHEN pg_catalog.int4eq(pg_catalog.array_ndims({x}), 1) THEN (SELECT pg_catalog.json_agg("
             f"{_scalar('u.e', info.elem)} ORDER BY u.n) FROM pg_catalog.unnest({x}) WITH ORDINALITY AS u(e, n))"
             f" ELSE {_JSON}({x}::pg_catalog.text[]) END"
@@ -150,7 +152,8 @@ def _too_long(x: str, oid: int, info: TypeInfo, cap: int) -> str:
     """True when the value's JSON is longer than ``cap`` bytes (free for text, varchar, bytea)."""
     if oid in _TEXTS:
         return f"coalesce(pg_catalog.int4gt(pg_catalog.octet_length({x}), {cap}), false)"
-    return f"coalesce(pg_catalog.int4gt(pg_catalog.octet_length(({value_json(x, oid, info)})::pg_catalog.text), {cap}), false)"
+    length = f"pg_catalog.octet_length(({value_json(x, oid, info)})::pg_catalog.text)"
+    return f"coalesce(pg_catalog.int4gt({length}, {cap}), false)"
 
 
 def _cut(x: str, oid: int, chars: int, *, text: bool = False) -> str:
@@ -188,7 +191,8 @@ def wrap(sql: str, oids: list[int], mods: list[int], infos: list[TypeInfo], *, l
     # them, so a 100 MB value is never escaped only to be dropped.
     row = _array(
         [
-            f"CASE WHEN pg_catalog.int4le(pg_catalog.octet_length({c}), {cap}) THEN {value_json(c, oid, info, bare=True)}"
+            f"CASE WHEN pg_catalog.int4le(pg_catalog.octet_length({c}), {cap})"
+            f" THEN {value_json(c, oid, info, bare=True)}"
             f" ELSE {_cut(c, oid, cap // 2, text=oid != BYTEA)} END"
             if oid in _TEXTS
             else value_json(c, oid, info, bare=True, mod=mod)

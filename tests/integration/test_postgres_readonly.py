@@ -124,7 +124,7 @@ def test_volatile_functions_are_refused_however_they_are_reached(
 
 
 def test_explain_analyze_runs_the_same_policy(conn: psycopg.Connection[Any]) -> None:
-    with pytest.raises(AccessDenied, match="canary.*VOLATILE"):
+    with pytest.raises(AccessDenied, match=r"canary.*VOLATILE"):
         tools.explain_query(conn, "SELECT * FROM v", analyze=True, read_only=True, statement_timeout_ms=TIMEOUT_MS)
 
 

@@ -614,3 +614,21 @@ def test_server_pool_replaces_a_connection_the_server_ended_while_idle(
     assert postgres_service.execute("SELECT pg_terminate_backend(%s, 5000)", [pid]) == [(True,)]
     new_pid = query(call, "SELECT pg_backend_pid()", pool=server_pool)["rows"][0][0]
     assert new_pid != pid
+
+
+def test_execute_returning_gives_the_rows_capped_like_query(call: Callable[..., Any]) -> None:
+    result = call(
+        tools.execute,
+        "INSERT INTO order_lines (order_id, line, item) SELECT 1, g, 'item ' || g FROM generate_series(10, 14) g"
+        " RETURNING line, item",
+        [],
+        statement_timeout_ms=TIMEOUT_MS,
+        max_rows=3,
+    )
+    try:
+        assert result["status"] == "INSERT 0 5" and result["rowcount"] == 5
+        assert result["columns"] == [{"name": "line", "type": "int4"}, {"name": "item", "type": "text"}]
+        assert result["rows"] == [[10, "item 10"], [11, "item 11"], [12, "item 12"]]
+        assert result["truncated"] is True
+    finally:
+        call(tools.execute, "DELETE FROM order_lines WHERE line >= 10", [], statement_timeout_ms=TIMEOUT_MS)
