@@ -102,7 +102,7 @@ class Redactor:
         """Remember more secrets to mask."""
         with self._lock:
             for secret in secrets:
-                if secret and len(secret) >= self.MIN_LENGTH and secret not in self._known:
+                if isinstance(secret, str) and len(secret) >= self.MIN_LENGTH and secret not in self._known:
                     self._known.add(secret)
                     width = next(w for w in self._WIDTHS if len(secret) >= w)
                     self._index[width].setdefault(secret[:width], []).append(secret)
@@ -298,6 +298,8 @@ _LIMITS: tuple[tuple[str, str, int, int, int], ...] = (
     ("MCP_RESULT_MAX_BYTES", "result_max_bytes", 1 << 20, 1024, 1 << 30),
     ("MCP_STATEMENT_TIMEOUT_MS", "statement_timeout_ms", 30_000, 1, 24 * 3600 * 1000),
     ("MCP_OBJECT_MAX_BYTES", "object_max_bytes", 1 << 20, 1, 1 << 30),
+    ("MCP_PUT_MAX_BYTES", "put_max_bytes", 1 << 20, 1, 1 << 30),
+    ("MCP_MAX_REQUEST_BYTES", "max_request_bytes", 0, 64 << 10, 1 << 31),
     ("MCP_LIST_MAX_KEYS", "list_max_keys", 1000, 1, 100_000),
     ("MCP_WORKER_THREADS", "worker_threads", 16, 1, 1024),
     ("MCP_POOL_MAX_SIZE", "pool_max_size", 8, 1, 1000),
@@ -318,6 +320,9 @@ class Settings:
     result_max_bytes: int = 1 << 20
     statement_timeout_ms: int = 30_000
     object_max_bytes: int = 1 << 20
+    put_max_bytes: int = 1 << 20
+    #: 0: derived from put_max_bytes (see ``request_limit``).
+    max_request_bytes: int = 0
     list_max_keys: int = 1000
     worker_threads: int = 16
     pool_max_size: int = 8
@@ -368,6 +373,12 @@ class Settings:
         settings = cls(server=server, redis=RedisSettings.from_env(env, default_db=default_db), **values)
         settings.validate()
         return settings
+
+    @property
+    def request_limit(self) -> int:
+        """Bytes one protocol message from a client may have (``MCP_MAX_REQUEST_BYTES``); by
+        default 4 MiB, or room for a ``put_object`` of ``MCP_PUT_MAX_BYTES`` as base64 if larger."""
+        return self.max_request_bytes or max(4 << 20, self.put_max_bytes * 4 // 3 + (1 << 20))
 
     def validate(self) -> None:
         """Check the values that no parser above has checked."""
