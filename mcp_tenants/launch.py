@@ -210,6 +210,7 @@ async def run_stdio(app: TenantServer) -> None:
     from mcp_tenants.stdio import stdio_streams
 
     stop = _stop_on_signals()
+    app.raw_output = True  # the stdio writer splices pre-encoded JSON into its messages
     async with stdio_streams(app.settings.request_limit) as (read_stream, write_stream, traffic):
         serving = asyncio.create_task(
             app.lowlevel.run(read_stream, write_stream, app.lowlevel.create_initialization_options())
