@@ -31,16 +31,15 @@ as text or by table name, and (``DENIED_RELATIONS``) the catalogs that hold cred
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from mcp_tenants.errors import AccessDenied
 from mcp_tenants.postgres.sqltree import References
+from mcp_tenants.postgres.wire import Named, Params
 
 #: Volatile functions ``query`` runs anyway (schema pg_catalog): they read, wait or make random
 #: values, and change nothing that outlives the transaction.
@@ -180,29 +179,9 @@ CHECK_SQL = (
 )
 
 
-#: The check is prepared once per connection (its plan costs more than running it); the pool's
-#: reset keeps it (``tools.reset_connection``), and a connection that lost it prepares it again.
-STATEMENT = "mcp_guard_check"
-PREPARE_SQL = (
-    f"PREPARE {STATEMENT}(pg_catalog.text[], pg_catalog.text[], pg_catalog.text[], pg_catalog.text[],"
-    f" pg_catalog.text[], pg_catalog.text[]) AS {CHECK_SQL}"
-)
-# Connections on which the check is prepared; each is used by one thread at a time (the pool's
-# rule), and a closed connection drops out on its own.
-_prepared: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
-
-
-def is_prepared(conn: psycopg.Connection[Any]) -> bool:
-    """True if ``conn`` holds the prepared check."""
-    return conn in _prepared
-
-
-def mark_prepared(conn: psycopg.Connection[Any], prepared: bool) -> None:
-    """Record whether ``conn`` holds the prepared check."""
-    if prepared:
-        _prepared.add(conn)
-    else:
-        _prepared.discard(conn)
+#: The check, prepared once per connection (its plan costs more than running it); the pool's
+#: reset keeps it (``reset``), and a connection that lost it prepares it again.
+CHECK = Named("mcp_guard_check", CHECK_SQL, (1009,) * 6)  # six text[] parameters
 
 
 @dataclass(frozen=True)
@@ -235,11 +214,9 @@ class FunctionPolicy:
             DENIED_RELATIONS,
         ]
 
-    def execute_sql(self, conn: psycopg.Connection[Any], refs: References) -> bytes:
-        """``EXECUTE`` of the prepared check for ``refs`` (EXECUTE takes no parameters: the arrays
-        are quoted by psycopg as E'' literals, which mean the same whatever the string settings)."""
-        args = sql.SQL(", ").join(sql.Literal(list(values)) for values in self.params(refs))
-        return sql.SQL("EXECUTE {}({})").format(sql.Identifier(STATEMENT), args).as_bytes(conn)
+    def check_params(self, conn: psycopg.Connection[Any], refs: References) -> Params:
+        """The parameters of ``CHECK`` for ``refs``, as text arrays."""
+        return Params(conn, self.params(refs), text=True)
 
     def refusal(self, message: str, tool: str) -> AccessDenied | None:
         """The ``AccessDenied`` for ``CHECK_SQL``'s error message, or None if it is not ours."""

@@ -18,6 +18,7 @@ from psycopg_pool import ConnectionPool
 
 from mcp_tenants.errors import AccessDenied, InvalidInput, QueryError, TenantUnreachable
 from mcp_tenants.postgres import tools
+from mcp_tenants.rawjson import decoded
 from tests.integration.server_pool import server_pool as make_server_pool
 
 SCHEMA = """
@@ -126,7 +127,7 @@ def query(
     timeout_ms: int = TIMEOUT_MS,
     **kwargs: Any,
 ) -> dict[str, Any]:
-    return call(
+    result = call(
         tools.query,
         text,
         params or [],
@@ -135,6 +136,7 @@ def query(
         statement_timeout_ms=timeout_ms,
         **kwargs,
     )
+    return decoded(result)
 
 
 # --- query: values and columns ---------------------------------------------------------------
@@ -249,7 +251,7 @@ def test_query_runs_read_only_with_its_settings_and_keeps_autocommit(
     assert settings(query(call, text)) == expected  # a connection in a transaction-per-call mode
     for autocommit in (False, True):
         with psycopg.connect(**database["owner"], autocommit=autocommit) as conn:
-            result = tools.query(conn, text, [], max_rows=1, max_bytes=1000, statement_timeout_ms=TIMEOUT_MS)
+            result = decoded(tools.query(conn, text, [], max_rows=1, max_bytes=1000, statement_timeout_ms=TIMEOUT_MS))
             assert settings(result) == expected
             assert conn.autocommit is autocommit
             assert conn.info.transaction_status == pq.TransactionStatus.IDLE
