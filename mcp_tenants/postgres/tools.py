@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
+import pydantic_core
 from psycopg.rows import tuple_row
 
 from mcp_tenants.errors import InvalidInput
@@ -105,7 +106,8 @@ def query(
         ) as where:
             bound = Params(conn, bind_params(params))
             columns, oids, mods, infos = _describe(conn, statement, bound, deadline, lock_timeout_ms, policy)
-            envelope = json_size({"columns": columns, "rows": [], "row_count": max_rows, "truncated": True})
+            shell = {"columns": columns, "rows": [], "row_count": max_rows, "truncated": True}
+            envelope = len(pydantic_core.to_json(shell))  # UTF-8 bytes of the result without its rows
             budget = max_bytes - envelope - 16 * len(oids) - 32
             limit = max_rows + 1
             wrapped, at = rowjson.wrap(statement.text, oids, mods, infos, limit=limit, budget=budget)
