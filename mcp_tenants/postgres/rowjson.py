@@ -298,6 +298,8 @@ def collect(result: Any, first_index: int) -> tuple[list[bytes], list[list[int]]
         del values[values.index(None) :]
     texts: list[bytes] = values  # type: ignore[assignment]  # no None left
     cut: list[list[int]] = []
+    if result.nfields < 2:  # the plain wrapper: nothing can be cut
+        return texts, cut, full
     for i in range(len(texts)):
         columns = get(i, 1)
         if columns:  # a row longer than the budget: some of its values were cut
