@@ -94,6 +94,11 @@ DENIED_RELATIONS = [
 
 _MARK = "mcp-guard-refused"
 _FIRST_USER_OID = 16384  # FirstNormalObjectId: below it, objects made by initdb
+# A function found by a first step needs no walk: PostgreSQL's own, and no aggregate.
+_DONE = (
+    "({fn} OPERATOR(pg_catalog.<) " + str(_FIRST_USER_OID) + " AND NOT EXISTS (SELECT FROM pg_catalog.pg_aggregate x"
+    " WHERE x.aggfnoid OPERATOR(pg_catalog.=) {fn}))"
+)
 
 # Kinds of reference: f function (any arity), a attribute notation (one argument), o operator,
 # t type, r relation. Every function and operator is schema-qualified and every operator
@@ -123,10 +128,33 @@ start(cls, obj) AS (
   UNION SELECT 1259, c.oid FROM spaces s JOIN pg_catalog.pg_class c
     ON c.relnamespace OPERATOR(pg_catalog.=) s.nsp AND c.relname OPERATOR(pg_catalog.=) s.name
     WHERE s.kind OPERATOR(pg_catalog.=) 'r'),
-reach(cls, obj) AS (
-  SELECT cls, obj FROM start
+-- One step of PostgreSQL's own objects in start, set-based: what the walk below would do to them
+-- (the steps that need an object of ours do nothing to these). A product needs no walk of its own
+-- when it is PostgreSQL's own function and no aggregate (nothing else applies to one).
+first(cls, obj, walked) AS (
+  SELECT cls, obj, obj OPERATOR(pg_catalog.<) {_FIRST_USER_OID} FROM start
+  UNION ALL SELECT 3256, pol.oid, false FROM start s JOIN pg_catalog.pg_policy pol
+    ON pol.polrelid OPERATOR(pg_catalog.=) s.obj
+    WHERE s.cls OPERATOR(pg_catalog.=) 1259 AND s.obj OPERATOR(pg_catalog.<) {_FIRST_USER_OID}
+  UNION ALL SELECT 1255, f.fn, {_DONE.format(fn="f.fn")} FROM start s JOIN pg_catalog.pg_operator o
+    ON o.oid OPERATOR(pg_catalog.=) s.obj CROSS JOIN LATERAL (VALUES
+      (o.oprcode::pg_catalog.oid), (o.oprrest::pg_catalog.oid), (o.oprjoin::pg_catalog.oid)) f(fn)
+    WHERE s.cls OPERATOR(pg_catalog.=) 2617 AND s.obj OPERATOR(pg_catalog.<) {_FIRST_USER_OID}
+      AND f.fn OPERATOR(pg_catalog.<>) 0
+  UNION ALL SELECT 1255, f.fn, {_DONE.format(fn="f.fn")} FROM start s JOIN pg_catalog.pg_aggregate a
+    ON a.aggfnoid OPERATOR(pg_catalog.=) s.obj CROSS JOIN LATERAL (VALUES
+      (a.aggtransfn::pg_catalog.oid), (a.aggfinalfn::pg_catalog.oid), (a.aggcombinefn::pg_catalog.oid),
+      (a.aggserialfn::pg_catalog.oid), (a.aggdeserialfn::pg_catalog.oid), (a.aggmtransfn::pg_catalog.oid),
+      (a.aggminvtransfn::pg_catalog.oid), (a.aggmfinalfn::pg_catalog.oid)) f(fn)
+    WHERE s.cls OPERATOR(pg_catalog.=) 1255 AND s.obj OPERATOR(pg_catalog.<) {_FIRST_USER_OID}
+      AND f.fn OPERATOR(pg_catalog.<>) 0
+  UNION ALL SELECT 1255, t.typinput::pg_catalog.oid, {_DONE.format(fn="t.typinput::pg_catalog.oid")}
+    FROM start s JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) s.obj
+    WHERE s.cls OPERATOR(pg_catalog.=) 1247 AND s.obj OPERATOR(pg_catalog.<) {_FIRST_USER_OID}),
+reach(cls, obj, walked) AS (
+  SELECT cls, obj, walked FROM first
   UNION
-  SELECT e.cls, e.obj FROM reach r CROSS JOIN LATERAL (
+  SELECT e.cls, e.obj, false FROM reach r CROSS JOIN LATERAL (
     SELECT d.refclassid, d.refobjid FROM pg_catalog.pg_depend d
       WHERE r.obj OPERATOR(pg_catalog.>=) {_FIRST_USER_OID} AND d.classid OPERATOR(pg_catalog.=) r.cls
         AND d.objid OPERATOR(pg_catalog.=) r.obj AND d.refclassid OPERATOR(pg_catalog.=) ANY ('{{1255,2617,1247,1259}}')
@@ -154,20 +182,23 @@ reach(cls, obj) AS (
         AND f.fn OPERATOR(pg_catalog.<>) 0
     UNION ALL SELECT 1255, t.typinput::pg_catalog.oid FROM pg_catalog.pg_type t
       WHERE r.cls OPERATOR(pg_catalog.=) 1247 AND t.oid OPERATOR(pg_catalog.=) r.obj
-  ) e(cls, obj)),
+  ) e(cls, obj) WHERE NOT r.walked),
 offenders(line) AS (
+  -- LATERAL ... OFFSET 0: one index lookup per function reached, never a scan of all of pg_proc.
   SELECT pg_catalog.concat_ws(E'\\t', 'f', p.oid::pg_catalog.regprocedure, p.provolatile)
-  FROM reach r JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) r.obj
-  JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace
-  WHERE r.cls OPERATOR(pg_catalog.=) 1255 AND (
-    (p.provolatile OPERATOR(pg_catalog.=) 'v' AND NOT pg_catalog.concat(n.nspname, '.', p.proname)
-      OPERATOR(pg_catalog.=) ANY ($4::pg_catalog.text[]))
-    OR p.proname OPERATOR(pg_catalog.=) ANY ($5::pg_catalog.text[]))
+  FROM (SELECT DISTINCT obj FROM reach WHERE cls OPERATOR(pg_catalog.=) 1255) r
+  CROSS JOIN LATERAL (SELECT p.oid, p.provolatile FROM pg_catalog.pg_proc p
+    JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace
+    WHERE p.oid OPERATOR(pg_catalog.=) r.obj AND (
+      (p.provolatile OPERATOR(pg_catalog.=) 'v' AND NOT pg_catalog.concat(n.nspname, '.', p.proname)
+        OPERATOR(pg_catalog.=) ANY ($4::pg_catalog.text[]))
+      OR p.proname OPERATOR(pg_catalog.=) ANY ($5::pg_catalog.text[])) OFFSET 0) p
   UNION ALL
   SELECT pg_catalog.concat_ws(E'\\t', 'r', c.oid::pg_catalog.regclass, '')
-  FROM reach r JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) r.obj
-  WHERE r.cls OPERATOR(pg_catalog.=) 1259 AND c.relnamespace OPERATOR(pg_catalog.=) 11
-    AND c.relname OPERATOR(pg_catalog.=) ANY ($6::pg_catalog.text[]))
+  FROM (SELECT DISTINCT obj FROM reach WHERE cls OPERATOR(pg_catalog.=) 1259) r
+  CROSS JOIN LATERAL (SELECT c.oid FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) r.obj
+    AND c.relnamespace OPERATOR(pg_catalog.=) 11 AND c.relname OPERATOR(pg_catalog.=) ANY ($6::pg_catalog.text[])
+    OFFSET 0) c)
 """
 
 #: Raises "invalid input syntax for type integer" carrying the offenders, or returns 0: placed
