@@ -21,6 +21,8 @@ from mcp_tenants.errors import InvalidInput
 TENANT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 _TENANT_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 ACCESS_MODES = ("read-only", "read-write")
+#: Where a tenant came from: a tool call (checked on every connect), the operator CLI, the environment.
+ORIGINS = ("tool", "cli", "env")
 REDACTED = "***"
 
 
@@ -146,10 +148,14 @@ class TenantConfig:
 
     tenant_id: str
     access: str = field(default="read-only", kw_only=True)
+    #: Provenance, stored with the entry; an entry stored without it counts as tool-registered.
+    origin: str = field(default="tool", kw_only=True)
 
     def __post_init__(self) -> None:
         validate_tenant_id(self.tenant_id)
         validate_access(self.access)
+        if self.origin not in ORIGINS:
+            raise InvalidInput(f"origin {shown(self.origin)} is invalid: use tool, cli or env")
         redact.add(*(getattr(self, name) for name in self.SECRET_FIELDS))
 
     def target_host(self) -> str:
@@ -173,9 +179,14 @@ class TenantConfig:
                 data[name] = REDACTED
         return data
 
+    @property
+    def trusted(self) -> bool:
+        """True for environment and CLI tenants, whose targets are not checked."""
+        return self.origin != "tool"
+
     def public(self) -> dict[str, Any]:
-        """The fields that results and listings show: every field but the secrets."""
-        return {k: v for k, v in self.to_dict().items() if k not in self.SECRET_FIELDS}
+        """The fields that results and listings show: every field but the secrets (and the origin)."""
+        return {k: v for k, v in self.to_dict().items() if k not in self.SECRET_FIELDS and k != "origin"}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
@@ -225,7 +236,7 @@ class TenantConfig:
         if not values:
             return None
         try:
-            return cls.from_dict({"tenant_id": tenant_id, **cls.coerce_env(values)})
+            return cls.from_dict({**cls.coerce_env(values), "tenant_id": tenant_id, "origin": "env"})
         except InvalidInput as exc:
             raise InvalidInput(f"environment tenant {tenant_id!r}: {exc}") from None
 
@@ -305,6 +316,7 @@ _LIMITS: tuple[tuple[str, str, int, int, int], ...] = (
     ("MCP_CONNECT_TIMEOUT_S", "connect_timeout_s", 5, 1, 300),
     ("MCP_MAX_OPEN_TENANTS", "max_open_tenants", 100, 1, 100_000),
     ("MCP_TENANT_IDLE_S", "tenant_idle_s", 600, 1, 7 * 24 * 3600),
+    ("MCP_AUDIT_MAX_LEN", "audit_max_len", 100_000, 1, 1_000_000_000),
 )
 
 
@@ -325,6 +337,7 @@ class Settings:
     connect_timeout_s: int = 5
     max_open_tenants: int = 100
     tenant_idle_s: int = 600
+    audit_max_len: int = 100_000
     transport: str = "stdio"
     host: str = "127.0.0.1"
     port: int = 8000
@@ -333,6 +346,13 @@ class Settings:
     encryption_keys: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
     log_level: str = "INFO"
+    tenant_tools: bool = True
+    max_access: str = "read-write"
+    public_url: str | None = None
+    oauth_issuer: str | None = None
+    oauth_jwks_url: str | None = None
+    oauth_audience: str | None = None
+    oauth_tenants_claim: str = "mcp_tenants"
 
     @classmethod
     def from_env(cls, server: str, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -359,6 +379,13 @@ class Settings:
             encryption_keys=keys,
             allowed_hosts=tuple(h.strip() for h in env.get("MCP_ALLOWED_HOSTS", "").split(",") if h.strip()),
             log_level=(env.get("MCP_LOG_LEVEL", "INFO") or "INFO").upper(),
+            tenant_tools=_parse_switch("MCP_TENANT_TOOLS", env.get("MCP_TENANT_TOOLS", "on")),
+            max_access=(env.get("MCP_MAX_ACCESS") or "read-write").strip(),
+            public_url=(env.get("MCP_PUBLIC_URL") or "").strip().rstrip("/") or None,
+            oauth_issuer=(env.get("MCP_OAUTH_ISSUER") or "").strip() or None,
+            oauth_jwks_url=(env.get("MCP_OAUTH_JWKS_URL") or "").strip() or None,
+            oauth_audience=(env.get("MCP_OAUTH_AUDIENCE") or "").strip() or None,
+            oauth_tenants_claim=(env.get("MCP_OAUTH_TENANTS_CLAIM") or "").strip() or "mcp_tenants",
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(server=server, redis=RedisSettings.from_env(env, default_db=default_db), **values)
@@ -371,6 +398,20 @@ class Settings:
             raise InvalidInput(f"MCP_TRANSPORT={shown(self.transport)} is invalid: use stdio or streamable-http")
         if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise InvalidInput(f"MCP_LOG_LEVEL={shown(self.log_level)} is invalid: use DEBUG, INFO, WARNING or ERROR")
+        if self.max_access not in ACCESS_MODES:
+            raise InvalidInput(f"MCP_MAX_ACCESS={shown(self.max_access)} is invalid: use read-only or read-write")
+        for name, url in (
+            ("MCP_PUBLIC_URL", self.public_url),
+            ("MCP_OAUTH_ISSUER", self.oauth_issuer),
+            ("MCP_OAUTH_JWKS_URL", self.oauth_jwks_url),
+        ):
+            if url is not None and urlsplit(url).scheme not in ("http", "https"):
+                raise InvalidInput(f"{name}={shown(url)} is invalid: give an http:// or https:// URL")
+
+
+def _parse_switch(name: str, value: str) -> bool:
+    """An on/off setting (also true/false, 1/0, yes/no)."""
+    return parse_bool(name, value or "on")
 
 
 def limit_names() -> Iterable[tuple[str, int]]:
