@@ -77,6 +77,7 @@ def make_client(
     *,
     secure: bool = False,
     region: str | None = None,
+    http_client: urllib3.PoolManager | None = None,
 ) -> Minio:
     """Build a client for ``endpoint`` ("host:port"); no network call is made here."""
     try:
@@ -86,7 +87,7 @@ def make_client(
             secret_key=secret_key,
             secure=secure,
             region=region or None,
-            http_client=make_http_client(),
+            http_client=http_client or make_http_client(),
         )
     except ValueError as exc:
         # minio's messages describe the endpoint or region, never the keys.

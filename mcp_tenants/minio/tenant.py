@@ -7,9 +7,11 @@ from typing import Any, ClassVar
 
 from minio import Minio
 
+from mcp_tenants.access.targets import TargetPolicy
 from mcp_tenants.config import Settings, TenantConfig, parse_bool, shown
 from mcp_tenants.errors import InvalidInput
-from mcp_tenants.minio.client import make_client
+from mcp_tenants.minio import targets
+from mcp_tenants.minio.client import make_client, make_http_client
 from mcp_tenants.minio.tools import check_credentials
 
 
@@ -84,11 +86,22 @@ class MinioBackend:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.targets = TargetPolicy.from_settings(settings)
 
     def open(self, config: MinioTenant) -> Minio:
-        """One client per tenant, shared by all worker threads (it is thread-safe)."""
+        """One client per tenant, shared by all worker threads (it is thread-safe).
+
+        A tool-registered tenant's client connects only to checked addresses, on every connect."""
+        http_client = make_http_client()
+        if not config.trusted:
+            targets.pin(http_client, self.targets)
         return make_client(
-            config.endpoint, config.access_key, config.secret_key, secure=config.secure, region=config.region
+            config.endpoint,
+            config.access_key,
+            config.secret_key,
+            secure=config.secure,
+            region=config.region,
+            http_client=http_client,
         )
 
     def interrupt(self, client: Minio) -> None:
