@@ -7,6 +7,7 @@ configuration. ``--json`` prints one JSON document on stdout for scripts; messag
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import getpass
 import json
 import os
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mcp_tenants import __version__
+from mcp_tenants.access import cli as access_cli
 from mcp_tenants.config import Settings, TenantConfig, env_tenants, redact, validate_tenant_id
 from mcp_tenants.crypto import SecretCodec, generate_key
 from mcp_tenants.errors import InvalidInput, StoreUnavailable, TenantNotFound, TenantsError
@@ -110,7 +112,8 @@ def cmd_add(ctx: Context) -> int:
             continue
         # Secrets never on the command line (shell history, ps): stdin or a prompt.
         fields[secret] = sys.stdin.readline().rstrip("\n") if ctx.args.secret_stdin else getpass.getpass(f"{secret}: ")
-    config = ctx.config_type.from_dict({**ctx.config_type.coerce_env(fields), "tenant_id": tenant_id})
+    # Added by the operator: trusted (its target is not checked on connect).
+    config = ctx.config_type.from_dict({**ctx.config_type.coerce_env(fields), "tenant_id": tenant_id, "origin": "cli"})
     if not ctx.args.no_verify:
         ctx.backend.verify(config)
     if not ctx.store.connect() or not ctx.store.put(config):
@@ -154,7 +157,8 @@ def cmd_import(ctx: Context) -> int:
     for entry in entries:
         tenant_id = str(entry.get("tenant_id")) if isinstance(entry, dict) else "?"
         try:
-            config = ctx.config_type.from_dict(entry)
+            # Imported by the operator: trusted (its target is not checked on connect).
+            config = dataclasses.replace(ctx.config_type.from_dict(entry), origin="cli")
             if tenant_id in env_ids:
                 raise InvalidInput("defined in the environment")
             if not ctx.args.replace and ctx.store.get(tenant_id) is not None:
@@ -268,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="check Redis, the key, every entry and every tenant's target")
     p.add_argument("--skip-targets", action="store_true", help="do not connect to each tenant's database / store")
     sub.add_parser("generate-key", help="print a new encryption key for MCP_TENANT_ENCRYPTION_KEY")
+    access_cli.add_parsers(sub)  # key, audit
     return parser
 
 
@@ -290,6 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_generate_key(args)
     try:
         load_env_file(args.env_file)
+        if getattr(args, "access_command", None) is not None:  # key, audit
+            return access_cli.run(args, Settings.from_env(args.server))
         ctx = Context(args)
     except TenantsError as exc:
         print(f"mcp-tenants: {redact(str(exc))}", file=sys.stderr)
