@@ -31,7 +31,8 @@ def closed_redis() -> dict[str, str]:
 
 def test_http_requires_the_bearer_token_and_sigterm_exits_cleanly(pg_database):
     token = secrets.token_hex(16)
-    server = HttpServer(PG, {**closed_redis(), "MCP_AUTH_TOKEN": token})
+    # Over HTTP a tool may register loopback targets only when the operator allows them.
+    server = HttpServer(PG, {**closed_redis(), "MCP_AUTH_TOKEN": token, "MCP_ALLOWED_HOSTS": "127.0.0.1"})
     try:
         server.wait_ready()
         assert server.status_of(None) == 401
