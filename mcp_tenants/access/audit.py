@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis
@@ -49,9 +49,15 @@ def cut(text: str, limit: int = SUBJECT_MAX_BYTES) -> str:
     return data[: limit - 3].decode(errors="ignore") + "..."
 
 
+def iso(epoch: float) -> str:
+    """A time as UTC ISO 8601 with milliseconds."""
+    moment = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def now_iso() -> str:
     """The current time, UTC, ISO 8601 with milliseconds."""
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso(time.time())
 
 
 class AuditLog:
@@ -90,6 +96,13 @@ class AuditLog:
         except queue.Full:
             with self._lock:
                 self._dropped += 1
+
+    def call_started(self, tool: str) -> None:
+        """The core's ``CallObserver``: nothing to record before a call."""
+
+    def call_finished(self, record: Mapping[str, Any]) -> None:
+        """The core's ``CallObserver``: queue the record of a finished call."""
+        self.record(**record)
 
     @property
     def dropped(self) -> int:
@@ -132,6 +145,8 @@ class AuditLog:
 
     def _prepare(self, fields: dict[str, Any]) -> dict[str, Any]:
         """Order the fields, cut the subject, mask every known secret in every string."""
+        if isinstance(fields.get("time"), (int, float)):
+            fields = {**fields, "time": iso(fields["time"])}
         ordered = {name: fields[name] for name in FIELDS if fields.get(name) is not None}
         ordered.update({k: v for k, v in fields.items() if k not in ordered and v is not None})
         if isinstance(ordered.get("subject"), str):

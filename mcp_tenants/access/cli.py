@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 import redis
 
-from mcp_tenants.access.audit import from_stream, stream_key
+from mcp_tenants.access.audit import from_stream, iso, stream_key
 from mcp_tenants.access.keys import ApiKey, ApiKeyStore, parse_duration
 from mcp_tenants.access.principals import ROLES
 from mcp_tenants.errors import InvalidInput, StoreUnavailable, TenantsError
@@ -140,7 +140,7 @@ def read_audit(
     client: redis.Redis, key: str, args: argparse.Namespace, since: float | None
 ) -> list[tuple[str, dict[str, Any]]]:
     """The newest ``args.limit`` matching records, oldest first, with their stream ids."""
-    since_iso = _iso(since) if since is not None else None
+    since_iso = iso(since) if since is not None else None
     low = f"{int(since * 1000)}-0" if since is not None else "-"
     high, found = "+", []
     while len(found) < args.limit:
@@ -217,11 +217,6 @@ def cmd_audit(ctx: AccessContext, args: argparse.Namespace, *, stop: Callable[[]
     except KeyboardInterrupt:
         pass
     return EXIT_OK
-
-
-def _iso(epoch: float) -> str:
-    moment = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _text(value: Any) -> str:

@@ -7,8 +7,9 @@ SDK's ``RequireAuthMiddleware`` cannot express is our rule for *when* a request 
 
     A request must carry valid credentials when ``MCP_AUTH_TOKEN`` or ``MCP_OAUTH_ISSUER`` is set,
     or at least one API key is stored (re-read at most every second; while Redis has never answered
-    this counts as yes). Otherwise (loopback development, or ``--allow-unauthenticated``) a request
-    without an ``Authorization`` header is made by ``ANONYMOUS``. A header that does not verify is
+    this counts as yes). Otherwise a request without an ``Authorization`` header is made by
+    ``ANONYMOUS``, but only on a loopback bind or with ``--allow-unauthenticated``: a server bound
+    beyond loopback never lets an anonymous caller in by default. A header that does not verify is
     always refused.
 
 ``AccessGate`` applies that rule, answers 401 with a ``WWW-Authenticate`` header that points at the
@@ -21,6 +22,7 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 from dataclasses import dataclass, field
@@ -82,10 +84,12 @@ class PrincipalVerifier:
         auth_token: str | None = None,
         keys: KeyCache | None = None,
         jwt_verifier: JwtVerifier | None = None,
+        allow_anonymous: bool = True,
     ) -> None:
         self._token = auth_token.encode() if auth_token else None
         self.keys = keys
         self.jwt = jwt_verifier
+        self.allow_anonymous = allow_anonymous
 
     @property
     def always_required(self) -> bool:
@@ -94,7 +98,7 @@ class PrincipalVerifier:
 
     async def auth_required(self) -> bool:
         """Whether a request without credentials is refused (see the module docstring)."""
-        if self.always_required:
+        if self.always_required or not self.allow_anonymous:
             return True
         if self.keys is None:
             return False
@@ -214,10 +218,27 @@ class HttpAuth:
         gate = AccessGate(app, self.verifier, metadata_url=self.metadata_url, public_paths=public)
         return AuthenticationMiddleware(AuthContextMiddleware(gate), backend=BearerAuthBackend(self.verifier))
 
+    def can_authenticate(self) -> bool:
+        """Whether any credential can be accepted: a token, an issuer, or stored API keys (blocking:
+        for the start-up check that refuses a non-loopback bind nobody could use safely)."""
+        if self.verifier.always_required:
+            return True
+        return self.verifier.keys is not None and self.verifier.keys.fetch_any_keys()
+
     def close(self) -> None:
         """Stop listening for API-key announcements."""
         if self.verifier.keys is not None:
             self.verifier.keys.close()
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def public_mcp_url(settings: Any) -> str:
@@ -254,5 +275,10 @@ def build_http_auth(settings: Any, redis_client: Any | None) -> HttpAuth:
                 "MCP_PUBLIC_URL is not set: OAuth clients are told this server is %s; set it to the URL clients use",
                 resource_url,
             )
-    verifier = PrincipalVerifier(auth_token=settings.auth_token, keys=keys, jwt_verifier=jwt_verifier)
+    verifier = PrincipalVerifier(
+        auth_token=settings.auth_token,
+        keys=keys,
+        jwt_verifier=jwt_verifier,
+        allow_anonymous=settings.allow_unauthenticated or is_loopback(settings.host),
+    )
     return HttpAuth(verifier, resource_url, metadata_url, routes)

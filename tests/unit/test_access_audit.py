@@ -51,6 +51,14 @@ def test_each_record_is_one_stream_entry_and_one_json_log_line(server, caplog):
     assert list(json.loads(lines[0]))[:5] == ["time", "principal", "kind", "tenant", "tool"]
 
 
+def test_it_observes_the_cores_calls(server):
+    with AuditLog(client(server), "postgres") as audit:
+        audit.call_started("query")
+        audit.call_finished({**RECORD, "time": 1767225600.5, "error": None})
+    ((_id, fields),) = client(server).xrange("mcp:postgres:audit")
+    assert fields["time"] == "2026-01-01T00:00:00.500Z" and "error" not in fields
+
+
 def test_the_stream_is_capped_approximately(server):
     with AuditLog(client(server), "minio", max_len=100, batch_size=50) as audit:
         for n in range(1000):

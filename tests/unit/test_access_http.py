@@ -158,6 +158,20 @@ def test_oauth_publishes_metadata_and_points_401s_at_it(monkeypatch):
     assert json.loads(refused.text)["error"] == "invalid_token"
 
 
+def test_beyond_loopback_anonymous_callers_need_allow_unauthenticated(redis_server):
+    for host, allowed, expected in [("0.0.0.0", False, 401), ("0.0.0.0", True, 200), ("::1", False, 200)]:
+        auth = build_http_auth(settings(host=host, allow_unauthenticated=allowed), redis_client(redis_server))
+        try:
+            assert call(make_app(auth)).status_code == expected, (host, allowed)
+            assert auth.can_authenticate() is False
+        finally:
+            auth.close()
+    ApiKeyStore(redis_client(redis_server), "postgres").create("k", "*", "reader")
+    auth = build_http_auth(settings(host="0.0.0.0"), redis_client(redis_server))
+    assert auth.can_authenticate() is True
+    auth.close()
+
+
 def test_the_default_audience_is_the_servers_own_mcp_url():
     auth = build_http_auth(settings(oauth_issuer=ISSUER, host="127.0.0.1", port=8123), None)
     assert auth.resource_url == "http://127.0.0.1:8123/mcp" and auth.verifier.jwt.audience == auth.resource_url
