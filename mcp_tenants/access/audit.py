@@ -223,7 +223,7 @@ class AuditLog:
                 buffer.popleft()
 
 
-def _stream_fields(entry: dict[str, Any]) -> dict[str, str]:
+def _stream_fields(entry: dict[str, Any]) -> dict[Any, Any]:
     """A record as stream field values (strings; None left out)."""
     return {k: v if isinstance(v, str) else json.dumps(v, default=str) for k, v in entry.items()}
 

@@ -142,9 +142,9 @@ def read_audit(
     """The newest ``args.limit`` matching records, oldest first, with their stream ids."""
     since_iso = iso(since) if since is not None else None
     low = f"{int(since * 1000)}-0" if since is not None else "-"
-    high, found = "+", []
+    high, found = "+", list[tuple[str, dict[str, Any]]]()
     while len(found) < args.limit:
-        chunk = client.xrevrange(key, max=high, min=low, count=_SCAN_CHUNK)
+        chunk: list[Any] = client.xrevrange(key, max=high, min=low, count=_SCAN_CHUNK) or []
         for entry_id, fields in chunk:
             record = from_stream(fields)
             if _matches(record, args, since_iso):
@@ -163,7 +163,7 @@ def _follow(
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """Records appended after stream id ``after``, as they arrive (until ``stop()``)."""
     while not stop():
-        answer = client.xread({key: after}, count=_SCAN_CHUNK, block=1000)
+        answer: Any = client.xread({key: after}, count=_SCAN_CHUNK, block=1000)
         for _stream, entries in answer or ():
             for entry_id, fields in entries:
                 after = _text(entry_id)

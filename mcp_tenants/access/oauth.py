@@ -219,7 +219,7 @@ class JwtVerifier:
         key = client.get_signing_key(kid)
         # PyJWK exposes the JWK's own "alg" only through its data (algorithm_name may be a default).
         declared = getattr(key, "_jwk_data", {}).get("alg")
-        allowed = (declared,) if declared else ALGORITHMS.get(key.key_type, ())
+        allowed = (declared,) if declared else ALGORITHMS.get(key.key_type or "", ())
         if algorithm not in allowed or algorithm not in {a for algs in ALGORITHMS.values() for a in algs}:
             raise ValueError(f"algorithm {algorithm!r} does not fit key {kid!r}")
         claims = jwt.decode(
