@@ -104,7 +104,7 @@ class Redactor:
         """Remember more secrets to mask."""
         with self._lock:
             for secret in secrets:
-                if secret and len(secret) >= self.MIN_LENGTH and secret not in self._known:
+                if isinstance(secret, str) and len(secret) >= self.MIN_LENGTH and secret not in self._known:
                     self._known.add(secret)
                     width = next(w for w in self._WIDTHS if len(secret) >= w)
                     self._index[width].setdefault(secret[:width], []).append(secret)

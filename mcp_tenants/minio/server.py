@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from minio import Minio
-from pydantic import Field, WithJsonSchema
+from pydantic import Field
 
 from mcp_tenants.errors import AccessDenied
+from mcp_tenants.launch import serve
 from mcp_tenants.minio import tools
 from mcp_tenants.minio.results import (
     BucketCreated,
@@ -26,7 +27,7 @@ from mcp_tenants.minio.results import (
 )
 from mcp_tenants.minio.tenant import MinioBackend, MinioTenant
 from mcp_tenants.registry import TenantManager
-from mcp_tenants.server import DELETES, READS, WRITES, TenantServer, serve
+from mcp_tenants.server import DELETES, READS, WRITES, TenantServer
 from mcp_tenants.tenant_tools import TenantId, add_tenant_tools
 
 Bucket = Annotated[str, Field(description="Bucket name (S3 rules: 3-63 of a-z, 0-9, '.', '-')")]
@@ -58,7 +59,7 @@ def add_tools(app: TenantServer, manager: TenantManager[MinioTenant, Minio]) -> 
         tenant_id: TenantId,
         endpoint: Annotated[str, Field(description="host:port of the S3 API, without scheme")],
         access_key: Annotated[str, Field(description="Access key id")],
-        secret_key: Annotated[Any, WithJsonSchema({"type": "string", "description": "Secret key (never shown again)"})],
+        secret_key: Annotated[str, Field(description="Secret key (never shown again)")],
         secure: Annotated[bool, Field(description="Use HTTPS")] = False,
         region: Annotated[str | None, Field(description="Region, e.g. us-east-1")] = None,
         access: Literal["read-only", "read-write"] = "read-only",
