@@ -11,15 +11,13 @@ separator, a pattern can never reach past a tenant id into anything else.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import re
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from fnmatch import fnmatchcase
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
-from mcp_tenants.config import shown
-from mcp_tenants.errors import AccessDenied, InvalidInput, TenantNotFound
+from mcp_tenants.config import shown, validate_tenant_id
+from mcp_tenants.errors import AccessDenied, InvalidInput, UnknownTenant
 
 ROLES = ("reader", "writer", "admin")
 ACTIONS = ("read", "write", "admin")
@@ -31,6 +29,7 @@ _ALLOWED: dict[str, frozenset[str]] = {
     "writer": frozenset({"read", "write"}),
     "admin": frozenset({"read", "write", "admin"}),
 }
+_DOING = {"read": "use read tools", "write": "use write tools", "admin": "register or remove tenants"}
 _PATTERN_RE = re.compile(r"[a-z0-9_*?-]{1,64}")
 _TENANT_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
@@ -55,6 +54,11 @@ def parse_patterns(text: str | Iterable[str], *, source: str = "--tenants") -> t
     return tuple(patterns)
 
 
+def _glob(pattern: str) -> str:
+    """A tenant-id glob as a regex: ``*`` and ``?`` stand for tenant-id characters only."""
+    return "".join("[a-z0-9_-]*" if c == "*" else "[a-z0-9_-]" if c == "?" else re.escape(c) for c in pattern)
+
+
 def validate_role(value: object, *, source: str = "--role") -> str:
     """Return ``value`` if it is a role name, else raise ``InvalidInput``."""
     if value not in ROLES:
@@ -70,19 +74,23 @@ class Principal:
     kind: str
     role: str
     patterns: tuple[str, ...]
+    _grant: re.Pattern[str] | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown principal kind {self.kind!r}")
         validate_role(self.role, source="role")
-        # Normalise and validate once, so ``sees`` can trust every pattern.
-        object.__setattr__(self, "patterns", parse_patterns(self.patterns, source="grant"))
+        # Normalise and validate once, so ``sees`` can trust every pattern; one regex for the grant.
+        patterns = parse_patterns(self.patterns, source="grant")
+        object.__setattr__(self, "patterns", patterns)
+        grant = re.compile("|".join(_glob(p) for p in patterns)) if patterns else None
+        object.__setattr__(self, "_grant", grant)
 
     def sees(self, tenant_id: str) -> bool:
         """True when ``tenant_id`` is inside this principal's grant."""
-        if not isinstance(tenant_id, str) or not _TENANT_ID_RE.fullmatch(tenant_id):
+        if self._grant is None or not isinstance(tenant_id, str) or not _TENANT_ID_RE.fullmatch(tenant_id):
             return False
-        return any(fnmatchcase(tenant_id, pattern) for pattern in self.patterns)
+        return self._grant.fullmatch(tenant_id) is not None
 
     def may(self, action: str) -> bool:
         """True when this principal's role allows ``action`` ("read", "write" or "admin")."""
@@ -109,40 +117,39 @@ def current_principal() -> Principal:
     return _current.get()
 
 
-@contextlib.contextmanager
-def use_principal(principal: Principal) -> Iterator[Principal]:
+class use_principal:  # lower case: used like a function, ``with use_principal(p):``
     """Make ``principal`` the caller for the block (and for contexts copied inside it)."""
-    token = _current.set(principal)
-    try:
-        yield principal
-    finally:
-        _current.reset(token)
 
+    __slots__ = ("_principal", "_token")
 
-def unknown_tenant_message(tenant_id: str) -> str:
-    """The message of a call on a tenant that does not exist (the lead's ``errors.unknown_tenant``)."""
-    from mcp_tenants import errors
+    def __init__(self, principal: Principal) -> None:
+        self._principal = principal
 
-    factory = getattr(errors, "unknown_tenant", None)
-    if factory is not None:
-        return str(factory(tenant_id))
-    return f"unknown tenant {tenant_id!r}"
+    def __enter__(self) -> Principal:
+        self._token = _current.set(self._principal)
+        return self._principal
+
+    def __exit__(self, *exc: object) -> None:
+        _current.reset(self._token)
 
 
 def authorize(principal: Principal, action: str, tenant_id: str | None, *, tool: str | None = None) -> None:
     """Raise unless ``principal`` may do ``action`` on ``tenant_id`` (None: a tool without a tenant).
 
-    A tenant outside the grant fails exactly like one that does not exist, and is checked first,
-    so the answer never depends on whether a tenant the caller cannot see exists.
+    A tenant outside the grant raises ``UnknownTenant``, which the core words exactly as for a
+    tenant that does not exist; it is checked first, so the answer never depends on whether a
+    tenant the caller cannot see exists.
     """
     if action not in ACTIONS:
         raise ValueError(f"unknown action {action!r}")
-    if tenant_id is not None and not principal.sees(tenant_id):
-        raise TenantNotFound(unknown_tenant_message(tenant_id))
+    if tenant_id is not None:
+        validate_tenant_id(tenant_id)  # a malformed id is reported as such, whoever asks
+        if not principal.sees(tenant_id):
+            raise UnknownTenant(tenant_id)
     if not principal.may(action):
-        what = f"{tool} ({action})" if tool else action
-        needed = "writer or admin" if action == "write" else "admin"
+        what = _DOING[action] + (f" ({tool})" if tool else "")
+        needed = "writer or admin" if action == "write" else "admin" if action == "admin" else "reader"
         raise AccessDenied(
-            f"{principal.kind} {principal.name!r} has role {principal.role}, which may not call {what}; "
+            f"{principal.kind} {principal.name!r} has role {principal.role}, which may not {what}; "
             f"ask the operator for a key or token with role {needed}"
         )
