@@ -1,13 +1,14 @@
 """The audit trail: one record per tool call, in a Redis stream and on the ``mcp_tenants.audit`` logger.
 
-``record`` never blocks and never fails the call: it puts the record on a bounded queue and
-returns. One writer thread drains the queue, writes one JSON line per record on the logger, and
-appends the records to ``mcp:{server}:audit`` with pipelined ``XADD ... MAXLEN ~ N``. While Redis
-is down the records wait in a bounded buffer and are flushed, oldest first, once it answers again;
-what does not fit is dropped, counted (``dropped``) and logged.
+``record`` never blocks and never fails the call: it appends the record to a bounded queue and
+returns (no formatting, no lock, no I/O on the caller's path). One writer thread drains the
+queue every ``POLL_S`` seconds, writes one JSON line per record on the logger, and appends the
+records to ``mcp:{server}:audit`` with pipelined ``XADD ... MAXLEN ~ N``. While Redis is down the
+records wait in a bounded buffer and are flushed, oldest first, once it answers again; what does
+not fit is dropped, counted (``dropped``) and logged.
 
-Concurrency: the queue is the only thing callers and the writer share; the writer alone owns
-the buffer; ``_dropped`` is guarded by ``_lock``.
+Concurrency: the queue (a ``deque``: append and popleft are atomic) is the only thing callers and
+the writer share; the writer alone owns the buffer; ``_dropped`` is guarded by ``_lock``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import contextlib
 import datetime
 import json
 import logging
-import queue
 import threading
 import time
 from collections import deque
@@ -33,7 +33,8 @@ FIELDS = ("time", "principal", "kind", "tenant", "tool", "subject", "outcome", "
 NUMERIC = frozenset({"duration_ms", "rows", "bytes"})
 SUBJECT_MAX_BYTES = 2048
 _REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ResponseError)
-_STOP = object()
+#: How often the writer looks for new records (they reach Redis within about this long).
+POLL_S = 0.1
 
 
 def stream_key(server: str) -> str:
@@ -53,11 +54,6 @@ def iso(epoch: float) -> str:
     """A time as UTC ISO 8601 with milliseconds."""
     moment = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def now_iso() -> str:
-    """The current time, UTC, ISO 8601 with milliseconds."""
-    return iso(time.time())
 
 
 class AuditLog:
@@ -81,28 +77,35 @@ class AuditLog:
         self._batch_size = batch_size
         self._redact = redact or _global_redact()
         self._max_backoff = max_backoff
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=buffer_size)
+        self._queue: deque[dict[str, Any]] = deque()
         self._lock = threading.Lock()
         self._dropped = 0
         self._thread: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._stopping = False
 
     # -- callers ------------------------------------------------------------------------------
 
     def record(self, **fields: Any) -> None:
         """Queue one record (``time`` is added when missing). Never blocks, never raises."""
-        fields.setdefault("time", now_iso())
-        try:
-            self._queue.put_nowait(fields)
-        except queue.Full:
+        self._put(fields)
+
+    def _put(self, fields: dict[str, Any]) -> None:
+        if "time" not in fields:
+            fields["time"] = time.time()
+        # Check, then append: racing callers may overshoot the cap by a few, which is harmless.
+        if len(self._queue) >= self._buffer_size:
             with self._lock:
                 self._dropped += 1
+            return
+        self._queue.append(fields)
 
     def call_started(self, tool: str) -> None:
         """The core's ``CallObserver``: nothing to record before a call."""
 
     def call_finished(self, record: Mapping[str, Any]) -> None:
         """The core's ``CallObserver``: queue the record of a finished call."""
-        self.record(**record)
+        self._put(dict(record))
 
     @property
     def dropped(self) -> int:
@@ -113,7 +116,7 @@ class AuditLog:
     @property
     def queued(self) -> int:
         """Records waiting for the writer (approximate)."""
-        return self._queue.qsize()
+        return len(self._queue)
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -135,10 +138,8 @@ class AuditLog:
         thread, self._thread = self._thread, None
         if thread is None:
             return
-        try:
-            self._queue.put(_STOP, timeout=timeout)
-        except queue.Full:
-            logger.warning("audit queue still full at shutdown; some records are lost")
+        self._stopping = True
+        self._wake.set()
         thread.join(timeout)
 
     # -- the writer thread --------------------------------------------------------------------
@@ -157,23 +158,14 @@ class AuditLog:
         buffer: deque[dict[str, Any]] = deque()
         delay, retry_at, down = 0.25, 0.0, False
         reported, reported_at = 0, 0.0
-        stopping = False
-        while not stopping:
-            # Sleep until a record arrives, or until the next retry while records wait for Redis.
-            timeout = max(0.01, retry_at - time.monotonic()) if buffer and self._client is not None else None
-            try:
-                items = [self._queue.get(timeout=timeout)]
-            except queue.Empty:
-                items = []
-            while len(items) < self._batch_size:
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+        while True:
+            stopping = self._stopping  # read before draining: what was queued before close() is kept
+            if not self._queue and not stopping:
+                self._wake.wait(POLL_S)
+            items: list[dict[str, Any]] = []
+            while self._queue and len(items) < self._batch_size:
+                items.append(self._queue.popleft())
             for item in items:
-                if item is _STOP:
-                    stopping = True
-                    continue
                 try:
                     entry = self._prepare(item)
                     audit_logger.info("%s", json.dumps(entry, default=str, ensure_ascii=False))
@@ -185,7 +177,9 @@ class AuditLog:
                 else:
                     with self._lock:
                         self._dropped += 1
-            if buffer and self._client is not None and (stopping or time.monotonic() >= retry_at):
+            final = stopping and not self._queue  # at close: one last try once everything is drained
+            due = final or (not stopping and time.monotonic() >= retry_at)
+            if buffer and self._client is not None and due:
                 try:
                     self._flush(buffer)
                 except (*_REDIS_ERRORS, OSError) as exc:
@@ -204,9 +198,11 @@ class AuditLog:
             elif self._client is None:
                 buffer.clear()
             dropped = self.dropped
-            if dropped > reported and (stopping or time.monotonic() - reported_at >= 10.0):
+            if dropped > reported and (final or time.monotonic() - reported_at >= 10.0):
                 logger.warning("audit: %d record(s) dropped so far (no room while Redis was unavailable)", dropped)
                 reported, reported_at = dropped, time.monotonic()
+            if final:
+                break
         if buffer:
             logger.warning("audit: %d record(s) not written to Redis at shutdown", len(buffer))
 
