@@ -23,15 +23,17 @@ from pathlib import Path
 from typing import Any
 
 from mcp_tenants import __version__
+from mcp_tenants.access.audit import AuditLog
+from mcp_tenants.access.policy import AccessPolicy
+from mcp_tenants.access.registration import RegistrationPolicy
 from mcp_tenants.config import Settings, redact
 from mcp_tenants.crypto import SecretCodec
 from mcp_tenants.errors import InvalidInput, TenantsError
 from mcp_tenants.feedback import ClientLogHandler
-from mcp_tenants.hostguard import HostGuard
-from mcp_tenants.httpauth import BearerTokenMiddleware, is_loopback
+from mcp_tenants.httpauth import is_loopback
 from mcp_tenants.registry import TenantBackend, TenantManager
 from mcp_tenants.server import GRACE_SECONDS, TenantServer
-from mcp_tenants.store import TenantStore
+from mcp_tenants.store import TenantStore, make_redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -114,20 +116,35 @@ def serve(
             log_level=args.log_level.upper() if args.log_level else None,
         )
         codec = SecretCodec(settings.encryption_keys)
-        guard = HostGuard(settings.allowed_hosts)
+        registration = RegistrationPolicy.from_settings(settings)
     except TenantsError as exc:
         print(f"{prog}: {redact(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(settings.log_level)
-    if settings.transport != "stdio" and not settings.auth_token and not is_loopback(settings.host):
-        if not settings.allow_unauthenticated:
+    # API keys and the audit trail share one client (thread-safe); the store has its own.
+    redis_client = make_redis_client(settings.redis)
+    auth = None
+    if settings.transport != "stdio":
+        from mcp_tenants.access.http import build_http_auth  # only the HTTP transport needs it
+
+        try:
+            auth = build_http_auth(settings, redis_client)
+        except TenantsError as exc:
+            logger.error("%s", exc)
+            return EXIT_USAGE
+        if not is_loopback(settings.host) and not settings.allow_unauthenticated and not auth.can_authenticate():
+            auth.close()
             logger.error(
-                "refusing to serve %s without MCP_AUTH_TOKEN: set a token, bind 127.0.0.1, "
-                "or pass --allow-unauthenticated",
+                "refusing to serve %s without authentication: set MCP_AUTH_TOKEN or MCP_OAUTH_ISSUER, create "
+                "an API key (mcp-tenants key create; none is stored, or Redis cannot be reached), bind "
+                "127.0.0.1, or pass --allow-unauthenticated",
                 settings.host,
             )
             return EXIT_USAGE
-        logger.warning("serving %s without authentication (--allow-unauthenticated)", settings.host)
+        if settings.allow_unauthenticated and not is_loopback(settings.host):
+            logger.warning(
+                "serving %s: callers without credentials are let in (--allow-unauthenticated)", settings.host
+            )
     if not codec.enabled:
         logger.warning("MCP_TENANT_ENCRYPTION_KEY is not set: tenant secrets are stored in Redis in plain text")
 
@@ -145,7 +162,7 @@ def serve(
         backend,
         store,
         os.environ,
-        guard=guard,
+        policy=registration,
         max_open=settings.max_open_tenants,
         idle_seconds=settings.tenant_idle_s,
     )
@@ -157,13 +174,19 @@ def serve(
         known_ids=manager.known_ids,
     )
     add_tools(app, manager)
+    if not registration.tools_enabled:  # MCP_TENANT_TOOLS=off
+        for name in ("register_tenant", "remove_tenant"):
+            app.remove_tool(name)
+    app.policy = AccessPolicy.from_settings(settings, peek=manager.peek)
+    audit = AuditLog(redis_client, backend.server, max_len=settings.audit_max_len).start()
+    app.observers.append(audit)
     logger.info("%s %s starting (pid %d, %s)", prog, __version__, os.getpid(), settings.transport)
     manager.open()
     try:
         if listener is None:
             asyncio.run(run_stdio(app))
         else:
-            asyncio.run(run_http(app, listener))
+            asyncio.run(run_http(app, listener, auth))
     except KeyboardInterrupt:  # a signal before the loop could take it over
         logger.info("signal received, shutting down")
     finally:
@@ -172,6 +195,10 @@ def serve(
         with _signals_ignored():
             manager.close()
             app.close()
+            audit.close()  # after the workers: every call's record is queued by now
+            if auth is not None:
+                auth.close()
+            redis_client.close()
     logger.info("%s stopped", prog)
     return EXIT_OK
 
@@ -226,14 +253,18 @@ async def run_stdio(app: TenantServer) -> None:
             logger.warning("the protocol loop did not end; leaving it")
 
 
-async def run_http(app: TenantServer, listener: socket.socket) -> None:
-    """Serve streamable HTTP (stateless, so replicas can share a load balancer) until a signal."""
+async def run_http(app: TenantServer, listener: socket.socket, auth: Any) -> None:
+    """Serve streamable HTTP (stateless, so replicas can share a load balancer) until a signal.
+
+    ``auth`` (``access.http.HttpAuth``) guards every path but the public ones and adds the OAuth
+    protected-resource metadata."""
     import uvicorn  # only the HTTP transport needs it
 
     settings = app.settings
-    asgi: Any = app.lowlevel.streamable_http_app(stateless_http=True, host=settings.host)
-    if settings.auth_token:
-        asgi = BearerTokenMiddleware(asgi, settings.auth_token)
+    asgi: Any = app.lowlevel.streamable_http_app(
+        stateless_http=True, host=settings.host, custom_starlette_routes=auth.routes
+    )
+    asgi = auth.wrap(asgi)
     config = uvicorn.Config(
         asgi, log_level="warning", lifespan="on", timeout_graceful_shutdown=int(GRACE_SECONDS), access_log=False
     )

@@ -26,7 +26,7 @@ import ipaddress
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import anyio.to_thread
 from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
@@ -41,6 +41,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from mcp_tenants.access.keys import ApiKeyStore, KeyCache, hash_key, looks_like_key
 from mcp_tenants.access.oauth import ADMIN_SCOPE, WRITER_SCOPE, JwtVerifier
 from mcp_tenants.access.principals import ANONYMOUS, NOBODY, Principal
+from mcp_tenants.errors import StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -220,10 +221,15 @@ class HttpAuth:
 
     def can_authenticate(self) -> bool:
         """Whether any credential can be accepted: a token, an issuer, or stored API keys (blocking:
-        for the start-up check that refuses a non-loopback bind nobody could use safely)."""
+        for the start-up check that refuses a non-loopback bind without authentication)."""
         if self.verifier.always_required:
             return True
-        return self.verifier.keys is not None and self.verifier.keys.fetch_any_keys()
+        if self.verifier.keys is None:
+            return False
+        try:
+            return self.verifier.keys.store.count() > 0
+        except StoreUnavailable:  # unknown: not a reason to open a port nobody may be able to use
+            return False
 
     def close(self) -> None:
         """Stop listening for API-key announcements."""
@@ -261,9 +267,11 @@ def build_http_auth(settings: Any, redis_client: Any | None) -> HttpAuth:
             jwks_url=settings.oauth_jwks_url,
             tenants_claim=settings.oauth_tenants_claim,
         )
+        # Plain strings: the metadata model keeps a path-less issuer as written (RFC 8414 compares
+        # issuers as exact strings), where AnyHttpUrl(...) would add a trailing slash.
         routes = create_protected_resource_routes(
             resource_url=AnyHttpUrl(resource_url),
-            authorization_servers=[AnyHttpUrl(settings.oauth_issuer)],
+            authorization_servers=[cast(AnyHttpUrl, settings.oauth_issuer)],
             scopes_supported=[ADMIN_SCOPE, WRITER_SCOPE],
             resource_name=f"mcp-tenants {settings.server}",
         )

@@ -134,6 +134,7 @@ def test_oauth_publishes_metadata_and_points_401s_at_it(monkeypatch):
     auth.verifier.jwt._fetch = issuer
     app = make_app(auth)
     metadata_url = "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
+    assert ISSUER.count("/") > 2  # a path-ful issuer; the integration test covers a path-less one
     refused = call(app)
     assert refused.status_code == 401
     assert refused.headers["www-authenticate"] == f'Bearer realm="mcp", resource_metadata="{metadata_url}"'
