@@ -21,7 +21,7 @@ for (const spec of config.issuers) {
       grant_types: ['client_credentials'],
       redirect_uris: [],
       response_types: [],
-      scope: c.scope,
+      ...(c.scope ? { scope: c.scope } : {}),
       token_endpoint_auth_method: 'client_secret_post',
     })),
     jwks: { keys: [spec.jwk] },
