@@ -52,14 +52,16 @@ def test_http_requires_the_bearer_token_and_sigterm_exits_cleanly(pg_database):
         server.close()
 
 
-def test_non_loopback_bind_without_token_is_refused_unless_allowed():
+def test_non_loopback_bind_without_token_is_refused_unless_allowed(redis_db):
     refused = HttpServer(PG, closed_redis(), host="0.0.0.0")
     try:
         assert refused.process.wait(timeout=60) == 2
         assert "MCP_AUTH_TOKEN" in refused.logs()
     finally:
         refused.close()
-    allowed = HttpServer(PG, closed_redis(), "--allow-unauthenticated", host="0.0.0.0")
+    # A reachable Redis without API keys: while Redis cannot say whether keys exist, callers
+    # without credentials are refused (fail closed), --allow-unauthenticated or not.
+    allowed = HttpServer(PG, redis_db.env(), "--allow-unauthenticated", host="0.0.0.0")
     try:
         allowed.wait_ready()
         assert allowed.status_of(None) == 200
@@ -217,7 +219,7 @@ def test_host_guard_and_keyword_conninfo(pg_database, redis_db):
 
         guarded.run(guarded_scenario)
         open_server.run(open_scenario)
-        assert redis_db.client.keys("*") == []
+        assert redis_db.client.keys("mcp:*:tenant:*") == []  # tenants only: the audit stream records the attempt
     finally:
         guarded.close()
         open_server.close()
