@@ -31,6 +31,7 @@ from mcp_tenants.crypto import SecretCodec
 from mcp_tenants.errors import InvalidInput, TenantsError
 from mcp_tenants.feedback import ClientLogHandler
 from mcp_tenants.httpauth import is_loopback
+from mcp_tenants.ops import Ops
 from mcp_tenants.registry import TenantBackend, TenantManager
 from mcp_tenants.server import GRACE_SECONDS, TenantServer
 from mcp_tenants.store import TenantStore, make_redis_client
@@ -179,14 +180,16 @@ def serve(
             app.remove_tool(name)
     app.policy = AccessPolicy.from_settings(settings, peek=manager.peek)
     audit = AuditLog(redis_client, backend.server, max_len=settings.audit_max_len).start()
-    app.observers.append(audit)
+    ops = Ops(server, settings, store=store, manager=manager)
+    app.observers += [audit, ops.observer]
     logger.info("%s %s starting (pid %d, %s)", prog, __version__, os.getpid(), settings.transport)
     manager.open()
     try:
+        ops.start()
         if listener is None:
             asyncio.run(run_stdio(app))
         else:
-            asyncio.run(run_http(app, listener, auth))
+            asyncio.run(run_http(app, listener, auth, ops))
     except KeyboardInterrupt:  # a signal before the loop could take it over
         logger.info("signal received, shutting down")
     finally:
@@ -196,6 +199,7 @@ def serve(
             manager.close()
             app.close()
             audit.close()  # after the workers: every call's record is queued by now
+            ops.close()
             if auth is not None:
                 auth.close()
             redis_client.close()
@@ -232,7 +236,8 @@ async def run_stdio(app: TenantServer) -> None:
     from mcp_tenants.stdio import stdio_streams
 
     stop = _stop_on_signals()
-    async with stdio_streams() as (read_stream, write_stream, traffic):
+    app.raw_output = True  # the stdio writer splices pre-encoded JSON into its messages
+    async with stdio_streams(app.settings.request_limit) as (read_stream, write_stream, traffic):
         serving = asyncio.create_task(
             app.lowlevel.run(read_stream, write_stream, app.lowlevel.create_initialization_options())
         )
@@ -253,7 +258,7 @@ async def run_stdio(app: TenantServer) -> None:
             logger.warning("the protocol loop did not end; leaving it")
 
 
-async def run_http(app: TenantServer, listener: socket.socket, auth: Any) -> None:
+async def run_http(app: TenantServer, listener: socket.socket, auth: Any, ops: Ops | None = None) -> None:
     """Serve streamable HTTP (stateless, so replicas can share a load balancer) until a signal.
 
     ``auth`` (``access.http.HttpAuth``) guards every path but the public ones and adds the OAuth
@@ -262,9 +267,14 @@ async def run_http(app: TenantServer, listener: socket.socket, auth: Any) -> Non
 
     settings = app.settings
     asgi: Any = app.lowlevel.streamable_http_app(
-        stateless_http=True, host=settings.host, custom_starlette_routes=auth.routes
+        stateless_http=True,
+        host=settings.host,
+        max_request_body_size=settings.request_limit,
+        custom_starlette_routes=auth.routes,
     )
     asgi = auth.wrap(asgi)
+    ops = ops or Ops(settings.server, settings)
+    asgi = ops.wrap(asgi)  # /healthz and /readyz answer ahead of authentication
     config = uvicorn.Config(
         asgi, log_level="warning", lifespan="on", timeout_graceful_shutdown=int(GRACE_SECONDS), access_log=False
     )
@@ -272,8 +282,13 @@ async def run_http(app: TenantServer, listener: socket.socket, auth: Any) -> Non
     stop = _stop_on_signals()
 
     async def on_stop() -> None:
+        while not server.started and not stop.is_set():
+            await asyncio.sleep(0.02)
+        if not stop.is_set():
+            ops.readiness.mark_ready()
         await stop.wait()
         logger.info("signal received, shutting down")
+        await ops.drain()  # /readyz is 503 now; keep serving MCP_DRAIN_SECONDS
         app.draining = True
         server.should_exit = True  # uvicorn stops accepting, then waits for open requests
 

@@ -29,11 +29,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
 import mcp_types as types
-import pydantic_core
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.lowlevel import Server
 
-from mcp_tenants import __version__
+from mcp_tenants import __version__, rawjson
 from mcp_tenants.config import Settings, redact
 from mcp_tenants.errors import InvalidInput, TenantBusy, TenantsError, UnknownTenant, unknown_tenant
 from mcp_tenants.feedback import (
@@ -44,7 +43,7 @@ from mcp_tenants.feedback import (
     connection_state,
     current_call,
 )
-from mcp_tenants.toolspec import Action, ToolSpec, build_spec
+from mcp_tenants.toolspec import Action, ActionRule, ToolSpec, build_spec
 
 logger = logging.getLogger(__name__)
 
@@ -221,13 +220,19 @@ class TenantServer:
         self._in_flight = 0
         self._idle = asyncio.Event()
         self.draining = False
+        #: True when the transport writes ``RawJson`` values itself (stdio); else they are parsed.
+        self.raw_output = False
 
     # -- tools --------------------------------------------------------------------------------
 
     def tool(
-        self, annotations: types.ToolAnnotations, *, title: str | None = None, action: Action | None = None
+        self, annotations: types.ToolAnnotations, *, title: str | None = None, action: ActionRule | None = None
     ) -> Callable[[F], F]:
-        """Register a plain synchronous function as a tool; its signature is the input schema."""
+        """Register a plain synchronous function as a tool; its signature is the input schema.
+
+        ``action`` is what a caller's role must allow (default: from the annotations); a function
+        of the arguments when it depends on them.
+        """
 
         def decorator(fn: F) -> F:
             spec = build_spec(fn, annotations, title=title, action=action)
@@ -295,11 +300,13 @@ class TenantServer:
             tenant_id = kwargs.get("tenant_id") if spec.tenant_scoped else None
             record.update(tenant=tenant_id, subject=_subject(kwargs))
             mask = self.policy.redactor(principal, tenant_id, kwargs)
-            self.policy.authorize(principal, spec.action, tenant_id)
+            self.policy.authorize(principal, spec.action_for(kwargs), tenant_id)
             async with self._gate.slot(tenant_id):
                 result = await self._run(ctx, spec, principal, kwargs, mask)
-            text = pydantic_core.to_json(result, fallback=str).decode()
+            text = rawjson.dumps(result)
             record.update(outcome="ok", rows=result.get("row_count"), bytes=len(text))
+            if not self.raw_output and rawjson.holds_raw(result):
+                result = rawjson.decoded(result)
             return {"content": [{"type": "text", "text": text}], "structuredContent": result, "isError": False}
         except TenantsError as exc:
             message = self._message(exc, principal, tenant_id)

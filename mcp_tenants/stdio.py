@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import queue
+import re
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
@@ -27,6 +29,8 @@ import anyio
 import mcp_types as types
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp.shared.message import SessionMessage
+
+from mcp_tenants.rawjson import Splicer
 
 logger = logging.getLogger(__name__)
 
@@ -64,11 +68,11 @@ class Traffic:
 
 
 @contextlib.asynccontextmanager
-async def stdio_streams() -> AsyncIterator[
-    tuple[MemoryObjectReceiveStream[Inbound], MemoryObjectSendStream[Any], Traffic]
-]:
+async def stdio_streams(
+    max_line: int,
+) -> AsyncIterator[tuple[MemoryObjectReceiveStream[Inbound], MemoryObjectSendStream[Any], Traffic]]:
     """The (read, write) stream pair of the process's stdin and stdout, for ``Server.run``, and
-    the traffic counter of the two."""
+    the traffic counter of the two. A message longer than ``max_line`` bytes is refused unread."""
     wire_in, wire_out = _claim_standard_streams()
     loop = asyncio.get_running_loop()
     inbound: asyncio.Queue[Inbound | None] = asyncio.Queue()
@@ -77,7 +81,10 @@ async def stdio_streams() -> AsyncIterator[
     read_send, read_receive = anyio.create_memory_object_stream[Inbound](16)
     write_send, write_receive = anyio.create_memory_object_stream[SessionMessage](16)
 
-    threading.Thread(target=_read_lines, args=(wire_in, loop, inbound), name="mcp-stdin", daemon=True).start()
+    reader = threading.Thread(
+        target=_read_lines, args=(wire_in, max_line, loop, inbound, outbound), name="mcp-stdin", daemon=True
+    )
+    reader.start()
     writer = threading.Thread(target=_write_messages, args=(wire_out, outbound), name="mcp-stdout", daemon=True)
     writer.start()
 
@@ -108,10 +115,24 @@ async def stdio_streams() -> AsyncIterator[
         await asyncio.to_thread(writer.join, 5)
 
 
-def _read_lines(fd: int, loop: asyncio.AbstractEventLoop, inbound: asyncio.Queue[Inbound | None]) -> None:
-    """Reader thread: parse each line into a message (or the error it raised) for the loop."""
+def _read_lines(
+    fd: int,
+    max_line: int,
+    loop: asyncio.AbstractEventLoop,
+    inbound: asyncio.Queue[Inbound | None],
+    outbound: queue.SimpleQueue[SessionMessage | None],
+) -> None:
+    """Reader thread: parse each line into a message (or the error it raised) for the loop.
+
+    A line over ``max_line`` bytes is skipped without being held in memory, and answered with
+    an error for the request id found at its start, so the client's call ends at once.
+    """
     with open(fd, "rb", closefd=False) as stream:
-        for line in stream:
+        while line := stream.readline(max_line + 1):
+            if len(line) > max_line and not line.endswith(b"\n"):
+                outbound.put(_too_large(line, max_line))
+                _skip_rest_of_line(stream)
+                continue
             if not line.strip():
                 continue
             item: Inbound
@@ -124,10 +145,38 @@ def _read_lines(fd: int, loop: asyncio.AbstractEventLoop, inbound: asyncio.Queue
         loop.call_soon_threadsafe(inbound.put_nowait, _EOF)
 
 
+_REQUEST_ID = re.compile(rb'"id"\s*:\s*(-?\d+|"(?:[^"\\]|\\.){0,200}")')
+
+
+def _too_large(head: bytes, max_line: int) -> SessionMessage:
+    found = _REQUEST_ID.search(head[:4096])
+    request_id = json.loads(found.group(1)) if found else None
+    logger.warning("refused a message over %d bytes (MCP_MAX_REQUEST_BYTES)", max_line)
+    return SessionMessage(
+        types.JSONRPCError(
+            jsonrpc="2.0",
+            id=request_id,
+            error=types.ErrorData(
+                code=types.INVALID_REQUEST,
+                message=f"request too large: over {max_line} bytes (MCP_MAX_REQUEST_BYTES); "
+                "for large objects use presigned_url",
+            ),
+        )
+    )
+
+
+def _skip_rest_of_line(stream: Any) -> None:
+    while chunk := stream.readline(1 << 16):
+        if chunk.endswith(b"\n"):
+            return
+
+
 def _write_messages(fd: int, outbound: queue.SimpleQueue[SessionMessage | None]) -> None:
     """Writer thread: serialise each message as one line, in order."""
+    splicer = Splicer()  # results may carry JSON that is already encoded
     while (message := outbound.get()) is not _EOF:
-        data = message.message.model_dump_json(by_alias=True, exclude_unset=True).encode() + b"\n"
+        dumped = message.message.model_dump_json(by_alias=True, exclude_unset=True, fallback=splicer.fallback)
+        data = splicer.splice(dumped.encode()) + b"\n"
         try:
             view = memoryview(data)
             while view:

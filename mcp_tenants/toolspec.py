@@ -23,6 +23,8 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create
 from mcp_tenants.errors import InvalidInput
 
 Action = Literal["read", "write", "admin"]
+#: What a call needs: one action for every call of the tool, or one that depends on the arguments.
+ActionRule = Action | Callable[[Mapping[str, Any]], Action]
 #: Tools that manage the tenant registry itself; they need the admin role.
 ADMIN_TOOLS = frozenset({"register_tenant", "remove_tenant"})
 
@@ -35,9 +37,13 @@ class ToolSpec:
     fn: Callable[..., Any]
     listing: types.Tool
     arguments: type[BaseModel]
-    action: Action
+    action: ActionRule
     #: True when the tool's first parameter is ``tenant_id``: the call acts on one tenant.
     tenant_scoped: bool
+
+    def action_for(self, kwargs: Mapping[str, Any]) -> Action:
+        """What this call needs (``kwargs`` as ``parse`` returned them)."""
+        return self.action(kwargs) if callable(self.action) else self.action
 
     def parse(self, arguments: Mapping[str, Any] | None) -> dict[str, Any]:
         """Validated keyword arguments for ``fn``; ``InvalidInput`` names what is wrong, not the value."""
@@ -75,7 +81,7 @@ def build_spec(
     annotations: types.ToolAnnotations,
     *,
     title: str | None = None,
-    action: Action | None = None,
+    action: ActionRule | None = None,
 ) -> ToolSpec:
     """Describe ``fn`` as a tool. Annotations are evaluated in the function's own module."""
     name = fn.__name__

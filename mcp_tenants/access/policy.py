@@ -8,6 +8,7 @@ ones of ``principals.authorize``; output masking is ``redaction.ScopedRedaction`
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -54,7 +55,7 @@ class AccessPolicy:
         """True when ``tenant_id`` exists for ``principal``."""
         return isinstance(principal, Principal) and principal.sees(tenant_id)
 
-    def use(self, principal: Principal) -> use_principal:
+    def use(self, principal: Principal) -> contextlib.AbstractContextManager[None]:
         """``current_principal()`` is ``principal`` while the tool runs."""
         return use_principal(principal)
 

@@ -11,6 +11,7 @@ separator, a pattern can never reach past a tenant id into anything else.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import re
 from collections.abc import Iterable
@@ -117,7 +118,7 @@ def current_principal() -> Principal:
     return _current.get()
 
 
-class use_principal:  # lower case: used like a function, ``with use_principal(p):``
+class use_principal(contextlib.AbstractContextManager[None]):  # lower case: used like a function
     """Make ``principal`` the caller for the block (and for contexts copied inside it)."""
 
     __slots__ = ("_principal", "_token")
@@ -125,9 +126,8 @@ class use_principal:  # lower case: used like a function, ``with use_principal(p
     def __init__(self, principal: Principal) -> None:
         self._principal = principal
 
-    def __enter__(self) -> Principal:
+    def __enter__(self) -> None:
         self._token = _current.set(self._principal)
-        return self._principal
 
     def __exit__(self, *exc: object) -> None:
         _current.reset(self._token)

@@ -161,3 +161,17 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_a_request_over_the_size_limit_is_refused_unread_and_the_session_goes_on(make_server, pg_database):
+    server = make_server(MCP_MAX_REQUEST_BYTES=str(1 << 20), **pg_env_tenant("envy", pg_database))
+
+    async def scenario(session: Session):
+        with pytest.raises(Exception, match="request too large: over 1048576 bytes"):
+            await session.client.call_tool(
+                "query", {"tenant_id": "envy", "sql": "SELECT $1", "params": ["x" * (2 << 20)]}
+            )
+        return await session.call("query", tenant_id="envy", sql="SELECT 2")
+
+    assert server.run(scenario)["rows"] == [[2]]
+    assert "refused a message over 1048576 bytes" in server.logs()
