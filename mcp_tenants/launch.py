@@ -32,9 +32,10 @@ from mcp_tenants.errors import InvalidInput, TenantsError
 from mcp_tenants.feedback import ClientLogHandler
 from mcp_tenants.httpauth import is_loopback
 from mcp_tenants.ops import Ops
+from mcp_tenants.redisconn import make_redis_client
 from mcp_tenants.registry import TenantBackend, TenantManager
 from mcp_tenants.server import GRACE_SECONDS, TenantServer
-from mcp_tenants.store import TenantStore, make_redis_client
+from mcp_tenants.store import TenantStore
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +182,7 @@ def serve(
     app.policy = AccessPolicy.from_settings(settings, peek=manager.peek)
     audit = AuditLog(redis_client, backend.server, max_len=settings.audit_max_len).start()
     ops = Ops(server, settings, store=store, manager=manager)
+    ops.metrics.watch(audit_dropped=lambda: audit.dropped)
     app.observers += [audit, ops.observer]
     logger.info("%s %s starting (pid %d, %s)", prog, __version__, os.getpid(), settings.transport)
     manager.open()

@@ -274,7 +274,7 @@ def add_parsers(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace, settings: Any, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Run the access command chosen by ``args`` against ``settings``' Redis; returns the exit code."""
-    from mcp_tenants.store import make_redis_client
+    from mcp_tenants.redisconn import make_redis_client
 
     client = make_redis_client(settings.redis)
     ctx = AccessContext(
