@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from mcp_tenants.access.keys import ApiKeyStore, KeyCache, hash_key, looks_like_
 from mcp_tenants.access.oauth import ADMIN_SCOPE, WRITER_SCOPE, JwtVerifier
 from mcp_tenants.access.principals import ANONYMOUS, NOBODY, Principal
 from mcp_tenants.errors import StoreUnavailable
+from mcp_tenants.httpauth import is_loopback
 
 logger = logging.getLogger(__name__)
 
@@ -235,16 +235,6 @@ class HttpAuth:
         """Stop listening for API-key announcements."""
         if self.verifier.keys is not None:
             self.verifier.keys.close()
-
-
-def is_loopback(host: str) -> bool:
-    """True for localhost and loopback addresses."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def public_mcp_url(settings: Any) -> str:
