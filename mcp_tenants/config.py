@@ -13,6 +13,7 @@ import re
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Self
 from urllib.parse import urlsplit, urlunsplit
 
@@ -376,3 +377,15 @@ class Settings:
 def limit_names() -> Iterable[tuple[str, int]]:
     """(variable, default) of every numeric limit, for documentation and the CLI."""
     return ((var, default) for var, _fld, default, _lo, _hi in _LIMITS)
+
+
+def load_env_file(path: str | None) -> None:
+    """Read a .env file (``path``, else ``./.env`` when present); variables already set win."""
+    if path is not None and not Path(path).is_file():
+        raise InvalidInput(f"--env-file {path!r}: no such file")
+    target = path if path is not None else ".env"
+    if path is None and not Path(target).is_file():
+        return
+    from dotenv import load_dotenv  # only when there is a file to read: it costs start-up time
+
+    load_dotenv(target, override=False)

@@ -61,6 +61,7 @@ class TenantStore(Generic[C]):
         *,
         client: redis.Redis | None = None,
         max_backoff: float = 30.0,
+        background: bool = True,
     ) -> None:
         self.settings = settings
         self.prefix = key_prefix(server)
@@ -71,6 +72,8 @@ class TenantStore(Generic[C]):
         self._codec = codec
         self._client = client if client is not None else make_redis_client(settings)
         self._max_backoff = max_backoff
+        # False (the CLI): no retry thread; a failed write is reported, not queued.
+        self._background = background
         self._lock = threading.Lock()
         self._pending: dict[str, dict[str, Any] | None] = {}
         self._available: bool | None = None  # None: not tried yet
@@ -88,21 +91,29 @@ class TenantStore(Generic[C]):
     def connect(self) -> bool:
         """Ping Redis once; on failure log a warning and keep retrying in the background."""
         try:
+            self.ping()
+        except StoreUnavailable:
+            return False
+        return True
+
+    def ping(self) -> None:
+        """Ping Redis once; raise ``StoreUnavailable`` naming Redis and the reason when it does not answer."""
+        try:
             self._client.ping()
         except _REDIS_ERRORS as exc:
             self._mark_down(exc)
-            return False
+            reason = redact(str(exc)) or type(exc).__name__
+            raise StoreUnavailable(f"cannot reach Redis at {self.settings.describe()}: {reason}") from None
         self._mark_up()
-        return True
 
     def _mark_down(self, exc: BaseException) -> None:
         with self._lock:
             was = self._available
             self._available = False
-            start = self._retry_thread is None and not self._closed.is_set()
+            start = self._background and self._retry_thread is None and not self._closed.is_set()
             if start:
                 self._retry_thread = threading.Thread(target=self._retry_loop, name="tenant-store-retry", daemon=True)
-        if was is not False:
+        if was is not False and self._background:
             logger.warning(
                 "Redis at %s is unavailable (%s); serving from memory and retrying in the background",
                 self.settings.describe(),

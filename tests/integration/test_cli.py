@@ -129,3 +129,30 @@ def test_doctor_reports_plain_text_unreadable_entries_and_unreachable_redis(cli,
     code, out, _ = cli("doctor", REDIS_PORT="1")
     assert code == 1 and "unreachable" in out
     assert pg_database["password"] not in out
+
+
+def test_global_options_work_after_the_subcommand(cli, pg_database):
+    cli(*add_args(pg_database), stdin=pg_database["password"] + "\n")
+    code, out, err = cli("list", "--json", "--server", "postgres")
+    assert code == 0, err
+    assert [t["tenant_id"] for t in json.loads(out)["tenants"]] == ["acme"]
+    code, out, _ = cli("--json", "list", "--server", "minio")
+    assert code == 0 and json.loads(out)["tenants"] == []
+
+
+@pytest.mark.parametrize("args", [["--help"], ["generate-key"], ["list"]])
+def test_the_cli_imports_neither_the_mcp_sdk_nor_the_servers_nor_a_driver(redis_db, args):
+    probe = (
+        "import sys\n"
+        "from mcp_tenants.cli import main\n"
+        "try:\n"
+        f"    main({args!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = {'mcp', 'psycopg', 'psycopg_pool', 'minio', 'pydantic', 'starlette', 'uvicorn'}\n"
+        "ours = {'mcp_tenants.server', 'mcp_tenants.registry', 'mcp_tenants.postgres.tenant', 'mcp_tenants.minio.tenant'}\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m in ours))\n"
+    )
+    env = {"PATH": os.environ["PATH"], **redis_db.env()}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr

@@ -1,75 +1,34 @@
-"""``mcp-tenants``: the operator CLI over the same settings and Redis store as the servers.
+"""The tenant commands: list, show, add, remove, export, import, rotate-key, doctor, generate-key.
 
-Exit codes: 0 success; 1 the operation failed or ``doctor`` found a problem; 2 bad usage or
-configuration. ``--json`` prints one JSON document on stdout for scripts; messages go to stderr.
+Each is a function of the ``Context`` that returns an exit code; ``main`` turns a raised
+``TenantsError`` into a message on stderr.
 """
 
 from __future__ import annotations
 
-import argparse
 import getpass
 import json
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from mcp_tenants import __version__
-from mcp_tenants.config import Settings, TenantConfig, env_tenants, redact, validate_tenant_id
-from mcp_tenants.crypto import SecretCodec, generate_key
+from mcp_tenants.cli.context import EXIT_FAILED, EXIT_OK, Context, Handler
+from mcp_tenants.config import TenantConfig, env_tenants, redact, validate_tenant_id
 from mcp_tenants.errors import InvalidInput, StoreUnavailable, TenantNotFound, TenantsError
-from mcp_tenants.registry import TenantBackend
-from mcp_tenants.server import load_env_file
-from mcp_tenants.store import TenantStore
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class Problem(TenantsError):
-    """The command ran but found something wrong (exit code 1)."""
-
-
-def make_backend(server: str, settings: Settings) -> TenantBackend[Any, Any]:
-    """The backend of ``server``; imported lazily so one server's driver is not needed by the other."""
-    if server == "minio":
-        from mcp_tenants.minio.tenant import MinioBackend
-
-        return MinioBackend(settings)
-    from mcp_tenants.postgres.tenant import PostgresBackend
-
-    return PostgresBackend(settings)
-
-
-class Context:
-    """What every subcommand needs: settings, the backend, the store and how to print."""
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.settings = Settings.from_env(args.server)
-        self.codec = SecretCodec(self.settings.encryption_keys)
-        self.backend = make_backend(args.server, self.settings)
-        self.config_type: type[TenantConfig] = self.backend.config_type
-        self.store: TenantStore[TenantConfig] = TenantStore(
-            self.settings.redis, args.server, self.config_type, self.codec
-        )
-
-    def emit(self, data: Any, text: str) -> None:
-        """Print ``data`` as JSON with --json, else ``text``."""
-        print(json.dumps(data, indent=2, default=str) if self.args.json else text)
-
-    def env_ids(self) -> set[str]:
-        return set(env_tenants(self.config_type, os.environ))
 
 
 def cmd_list(ctx: Context) -> int:
+    """Tenants from Redis and the environment, and every entry that cannot be read."""
+    ctx.connect()
     configs, errors = ctx.store.load_all()
-    env = env_tenants(ctx.config_type, os.environ)
+    env = env_tenants(ctx.config_type, ctx.environ)
     rows = [{**c.public(), "source": "redis"} for tid, c in configs.items() if tid not in env]
     rows += [{**c.public(), "source": "env"} for c in env.values()]
     rows.sort(key=lambda r: r["tenant_id"])
     lines = [f"{r['tenant_id']:<24} {r['source']:<6} {r['access']:<10} {_target(r)}" for r in rows]
     lines += [f"{tid:<24} ERROR  {err}" for tid, err in sorted(errors.items())]
-    ctx.emit({"tenants": rows, "unreadable": {k: str(v) for k, v in errors.items()}}, "\n".join(lines) or "no tenants")
+    unreadable = {k: str(v) for k, v in errors.items()}
+    ctx.emit({"tenants": rows, "unreadable": unreadable}, "\n".join(lines) or "no tenants")
     return EXIT_FAILED if errors else EXIT_OK
 
 
@@ -80,9 +39,15 @@ def _target(row: dict[str, Any]) -> str:
 
 
 def cmd_show(ctx: Context) -> int:
+    """One tenant, secrets redacted."""
     tenant_id = validate_tenant_id(ctx.args.tenant_id)
-    env = env_tenants(ctx.config_type, os.environ)
-    config, source = (env[tenant_id], "env") if tenant_id in env else (ctx.store.get(tenant_id), "redis")
+    env = env_tenants(ctx.config_type, ctx.environ)
+    if tenant_id in env:
+        config: TenantConfig | None = env[tenant_id]
+        source = "env"
+    else:
+        ctx.connect()
+        config, source = ctx.store.get(tenant_id), "redis"
     if config is None:
         raise TenantNotFound(f"unknown tenant {tenant_id!r}")
     data = {**config.redacted(), "source": source}
@@ -101,8 +66,9 @@ def _parse_fields(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def cmd_add(ctx: Context) -> int:
+    """Add or replace a tenant in Redis, after checking its target (unless --no-verify)."""
     tenant_id = validate_tenant_id(ctx.args.tenant_id)
-    if tenant_id in ctx.env_ids():
+    if tenant_id in env_tenants(ctx.config_type, ctx.environ):
         raise InvalidInput(f"tenant {tenant_id!r} is defined in the environment; it cannot be added to Redis")
     fields = _parse_fields(ctx.args.fields)
     for secret in ctx.config_type.SECRET_FIELDS:
@@ -111,16 +77,19 @@ def cmd_add(ctx: Context) -> int:
         # Secrets never on the command line (shell history, ps): stdin or a prompt.
         fields[secret] = sys.stdin.readline().rstrip("\n") if ctx.args.secret_stdin else getpass.getpass(f"{secret}: ")
     config = ctx.config_type.from_dict({**ctx.config_type.coerce_env(fields), "tenant_id": tenant_id})
+    ctx.connect()
     if not ctx.args.no_verify:
         ctx.backend.verify(config)
-    if not ctx.store.connect() or not ctx.store.put(config):
+    if not ctx.store.put(config):
         raise StoreUnavailable(f"Redis at {ctx.settings.redis.describe()} is unavailable; nothing was stored")
     ctx.emit({"tenant": config.public(), "persisted": True}, f"added {tenant_id}")
     return EXIT_OK
 
 
 def cmd_remove(ctx: Context) -> int:
+    """Delete a tenant from Redis."""
     tenant_id = validate_tenant_id(ctx.args.tenant_id)
+    ctx.connect()
     if ctx.store.get(tenant_id) is None:
         raise TenantNotFound(f"unknown tenant {tenant_id!r}: nothing to remove")
     if not ctx.store.delete(tenant_id):
@@ -130,15 +99,18 @@ def cmd_remove(ctx: Context) -> int:
 
 
 def cmd_export(ctx: Context) -> int:
+    """Every stored tenant as one JSON document; secrets only with --include-secrets."""
+    ctx.connect()
     configs, errors = ctx.store.load_all()
     tenants = [c.to_dict() if ctx.args.include_secrets else c.public() for _, c in sorted(configs.items())]
-    print(json.dumps({"server": ctx.args.server, "tenants": tenants}, indent=2))
+    print(json.dumps({"server": ctx.server, "tenants": tenants}, indent=2))
     for err in errors.values():
-        print(f"not exported: {err}", file=sys.stderr)
+        ctx.warn(f"not exported: {err}")
     return EXIT_FAILED if errors else EXIT_OK
 
 
 def cmd_import(ctx: Context) -> int:
+    """Store the tenants of an export document (or a JSON list of tenants)."""
     source = sys.stdin if ctx.args.file == "-" else open(ctx.args.file, encoding="utf-8")  # noqa: SIM115 - closed by the with below
     with source:
         try:
@@ -148,9 +120,9 @@ def cmd_import(ctx: Context) -> int:
     entries = document.get("tenants") if isinstance(document, dict) else document
     if not isinstance(entries, list):
         raise InvalidInput(f"{ctx.args.file}: expected a list of tenants or an export document")
-    env_ids = ctx.env_ids()
+    env_ids = set(env_tenants(ctx.config_type, ctx.environ))
     results: dict[str, str] = {}
-    ctx.store.connect()
+    ctx.connect()
     for entry in entries:
         tenant_id = str(entry.get("tenant_id")) if isinstance(entry, dict) else "?"
         try:
@@ -170,8 +142,10 @@ def cmd_import(ctx: Context) -> int:
 
 
 def cmd_rotate_key(ctx: Context) -> int:
+    """Re-encrypt every entry with the first key of MCP_TENANT_ENCRYPTION_KEY."""
     if not ctx.codec.enabled:
         raise InvalidInput("MCP_TENANT_ENCRYPTION_KEY is not set: set 'NEW_KEY,OLD_KEY' (new first) and run again")
+    ctx.connect()
     configs, errors = ctx.store.load_all()
     counts = {"resealed": 0, "current": 0}
     for tenant_id in sorted(configs):
@@ -186,13 +160,19 @@ def cmd_rotate_key(ctx: Context) -> int:
 
 
 def cmd_doctor(ctx: Context) -> int:
+    """Check Redis, the key, every entry, the environment's tenants and every target."""
     checks: list[dict[str, Any]] = []
 
     def check(name: str, ok: bool, detail: str) -> None:
         checks.append({"check": name, "ok": ok, "detail": detail})
 
-    reachable = ctx.store.connect()
-    check("redis", reachable, f"{ctx.settings.redis.describe()} {'answers' if reachable else 'is unreachable'}")
+    try:
+        ctx.connect()
+        reachable = True
+        check("redis", True, f"{ctx.settings.redis.describe()} answers")
+    except StoreUnavailable as exc:
+        reachable = False
+        check("redis", False, f"{ctx.settings.redis.describe()} is unreachable: {exc}")
     check(
         "encryption",
         ctx.codec.enabled,
@@ -204,7 +184,7 @@ def cmd_doctor(ctx: Context) -> int:
     if reachable:
         configs, errors = ctx.store.load_all()
         check("entries", not errors, f"{len(configs)} readable" + "".join(f"; {e}" for e in errors.values()))
-    env = env_tenants(ctx.config_type, os.environ)
+    env = env_tenants(ctx.config_type, ctx.environ)
     check("environment", True, f"{len(env)} tenant(s): {', '.join(sorted(env)) or 'none'}")
     if not ctx.args.skip_targets:
         for tenant_id, config in sorted({**configs, **env}.items()):
@@ -222,56 +202,15 @@ def cmd_doctor(ctx: Context) -> int:
     return EXIT_OK if healthy else EXIT_FAILED
 
 
-def cmd_generate_key(ctx: argparse.Namespace) -> int:
+def cmd_generate_key(ctx: Context) -> int:
+    """Print a new Fernet key for MCP_TENANT_ENCRYPTION_KEY."""
+    from mcp_tenants.crypto import generate_key
+
     print(generate_key())
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mcp-tenants",
-        description="Manage the tenants of mcp-postgres-server and mcp-minio-server in Redis.",
-    )
-    parser.add_argument(
-        "--server", choices=["postgres", "minio"], default="postgres", help="which server's tenants (default: postgres)"
-    )
-    parser.add_argument("--env-file", help="read settings from this .env file (default: ./.env when present)")
-    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    sub.add_parser("list", help="list tenants from Redis and the environment")
-    p = sub.add_parser("show", help="show one tenant, secrets redacted")
-    p.add_argument("tenant_id")
-    p = sub.add_parser(
-        "add",
-        help="add or replace a tenant in Redis",
-        description="Fields as FIELD=VALUE (postgres: host port database user sslmode access; minio: "
-        "endpoint access_key secure region access). The secret (password / secret_key) is read from "
-        "a prompt, or from stdin with --secret-stdin.",
-    )
-    p.add_argument("tenant_id")
-    p.add_argument("fields", nargs="*", metavar="FIELD=VALUE")
-    p.add_argument("--secret-stdin", action="store_true", help="read the secret from the first line of stdin")
-    p.add_argument(
-        "--no-verify", action="store_true", help="store without checking that the target accepts the credentials"
-    )
-    p = sub.add_parser("remove", help="remove a tenant from Redis")
-    p.add_argument("tenant_id")
-    p = sub.add_parser("export", help="print every stored tenant as JSON (secrets left out)")
-    p.add_argument("--include-secrets", action="store_true", help="include passwords / secret keys in plain text")
-    p = sub.add_parser("import", help="store tenants from an export document (or a JSON list)")
-    p.add_argument("file", help="path, or - for stdin")
-    p.add_argument("--replace", action="store_true", help="overwrite tenants that already exist")
-    p.add_argument("--verify", action="store_true", help="check each target before storing it")
-    sub.add_parser("rotate-key", help="re-encrypt every entry with the first MCP_TENANT_ENCRYPTION_KEY (safe to rerun)")
-    p = sub.add_parser("doctor", help="check Redis, the key, every entry and every tenant's target")
-    p.add_argument("--skip-targets", action="store_true", help="do not connect to each tenant's database / store")
-    sub.add_parser("generate-key", help="print a new encryption key for MCP_TENANT_ENCRYPTION_KEY")
-    return parser
-
-
-COMMANDS = {
+COMMANDS: dict[str, Handler] = {
     "list": cmd_list,
     "show": cmd_show,
     "add": cmd_add,
@@ -280,31 +219,5 @@ COMMANDS = {
     "import": cmd_import,
     "rotate-key": cmd_rotate_key,
     "doctor": cmd_doctor,
+    "generate-key": cmd_generate_key,
 }
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Console script ``mcp-tenants``."""
-    args = build_parser().parse_args(argv)
-    if args.command == "generate-key":
-        return cmd_generate_key(args)
-    try:
-        load_env_file(args.env_file)
-        ctx = Context(args)
-    except TenantsError as exc:
-        print(f"mcp-tenants: {redact(str(exc))}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        return COMMANDS[args.command](ctx)
-    except InvalidInput as exc:
-        print(f"mcp-tenants: {redact(str(exc))}", file=sys.stderr)
-        return EXIT_USAGE
-    except (TenantsError, OSError) as exc:
-        print(f"mcp-tenants: {redact(str(exc))}", file=sys.stderr)
-        return EXIT_FAILED
-    finally:
-        ctx.store.close()
-
-
-if __name__ == "__main__":
-    sys.exit(main())
