@@ -103,7 +103,7 @@ class Redactor:
         """Remember more secrets to mask."""
         with self._lock:
             for secret in secrets:
-                if secret and len(secret) >= self.MIN_LENGTH and secret not in self._known:
+                if isinstance(secret, str) and len(secret) >= self.MIN_LENGTH and secret not in self._known:
                     self._known.add(secret)
                     width = next(w for w in self._WIDTHS if len(secret) >= w)
                     self._index[width].setdefault(secret[:width], []).append(secret)
@@ -214,10 +214,25 @@ class TenantConfig:
         return {"ACCESS": "access"}
 
     @classmethod
+    def required_fields(cls) -> list[str]:
+        """Fields without a default, in declaration order (``tenant_id`` left out)."""
+        return [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name != "tenant_id" and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
+
+    @classmethod
     def from_env(cls, tenant_id: str, environ: Mapping[str, str]) -> Self | None:
-        """The tenant ``tenant_id`` as defined in ``environ``, or None when it is not there."""
+        """The tenant ``tenant_id`` as defined in ``environ``, or None when it is not there.
+
+        An invalid definition raises ``InvalidInput`` naming the variable to fix (never its value
+        when it is a secret).
+        """
         validate_tenant_id(tenant_id)
-        wanted = {f"{cls.ENV_PREFIX}{tenant_id}_{suffix}".upper(): name for suffix, name in cls.env_fields().items()}
+        prefix = f"{cls.ENV_PREFIX}{tenant_id.upper()}_"
+        variables = {name: prefix + suffix for suffix, name in cls.env_fields().items()}
+        wanted = {variable.upper(): name for name, variable in variables.items()}
         values: dict[str, Any] = {}
         for key, value in environ.items():
             name = wanted.get(key.upper())
@@ -225,10 +240,18 @@ class TenantConfig:
                 values[name] = value
         if not values:
             return None
+        problems = [f"{variables[name]} is not set" for name in cls.required_fields() if name not in values]
         try:
-            return cls.from_dict({"tenant_id": tenant_id, **cls.coerce_env(values)})
+            coerced = cls.coerce_env(values)
+            if not problems:
+                return cls.from_dict({"tenant_id": tenant_id, **coerced})
         except InvalidInput as exc:
-            raise InvalidInput(f"environment tenant {tenant_id!r}: {exc}") from None
+            # Validators name the field first ("port 'abc' is ...", "PORT='abc' is ..."): name its variable.
+            text = str(exc)
+            longest_first = sorted(variables.items(), key=lambda item: -len(item[0]))  # access_key before access
+            culprit = next((v for n, v in longest_first if text.lower().startswith(n.lower())), f"{prefix}*")
+            problems.append(f"{culprit}: {text}")
+        raise InvalidInput(f"environment tenant {tenant_id!r}: {'; '.join(problems)}")
 
     @classmethod
     def coerce_env(cls, values: dict[str, Any]) -> dict[str, Any]:

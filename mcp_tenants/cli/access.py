@@ -16,11 +16,12 @@ Keep the module's top-level imports light: ``mcp-tenants --help`` imports it.
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from mcp_tenants.cli.context import Handler
 
 COMMANDS: dict[str, Handler] = {}
 
 
-def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
     """Add the access commands' subparsers (none yet)."""
