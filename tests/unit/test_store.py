@@ -5,11 +5,13 @@ import time
 
 import fakeredis
 import pytest
+import redis
 
 from mcp_tenants.config import RedisSettings
 from mcp_tenants.crypto import SecretCodec, generate_key
 from mcp_tenants.errors import CorruptEntry, StoreUnavailable
 from mcp_tenants.postgres.tenant import PostgresTenant
+from mcp_tenants.redisfaults import is_outage
 from mcp_tenants.store import TenantStore
 
 
@@ -124,3 +126,60 @@ def test_connect_reports_an_unreachable_redis_without_raising(server):
     assert store.connect() is False
     assert store.available is False
     store.close()
+
+
+@pytest.mark.parametrize(
+    "error, outage",
+    [
+        (redis.exceptions.ConnectionError("Connection refused"), True),
+        (redis.exceptions.TimeoutError("Timeout reading from socket"), True),
+        (redis.exceptions.BusyLoadingError("Redis is loading the dataset in memory"), True),
+        (redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), True),
+        (redis.exceptions.ReadOnlyError("You can't write against a read only replica."), True),
+        (redis.exceptions.ResponseError("MISCONF Redis is configured to save RDB snapshots"), True),
+        (redis.exceptions.ResponseError("MASTERDOWN Link with MASTER is down"), True),
+        (redis.exceptions.ResponseError("BUSY Redis is busy running a script"), True),
+        (redis.exceptions.NoPermissionError("this user has no permissions to run the 'set' command"), False),
+        (redis.exceptions.AuthenticationError("invalid username-password pair"), False),
+        (redis.exceptions.ResponseError("WRONGTYPE Operation against a key holding the wrong kind"), False),
+        (redis.exceptions.ResponseError("ERR unknown command 'SET'"), False),
+    ],
+)
+def test_outages_are_retried_and_refusals_are_not(error, outage):
+    assert is_outage(error) is outage
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (b"\xff\xfe", "not UTF-8"),
+        (b"[" * 50_000, "nested too deeply"),
+        (b"{" + b" " * 70_000 + b"}", "bytes long"),
+        (json.dumps({"host": "h", "database": "d", "user": "u", "password": 5}).encode(), "password is invalid"),
+        (json.dumps({"tenant_id": "other", "host": "h"}).encode(), "not its own"),
+    ],
+)
+def test_any_bad_value_fails_only_its_tenant_and_says_how_to_remove_it(server, value, message):
+    store = make_store(server)
+    store.put(tenant("good"))
+    fakeredis.FakeRedis(server=server).set("mcp:postgres:tenant:bad", value)
+    configs, errors = store.load_all()
+    assert list(configs) == ["good"] and list(errors) == ["bad"]
+    assert message in str(errors["bad"]) and "mcp-tenants remove bad" in str(errors["bad"])
+    with pytest.raises(CorruptEntry, match=message):
+        store.get("bad")
+    assert store.delete("bad") is True and store.load_all() == ({"good": tenant("good")}, {})
+
+
+def test_a_key_of_another_type_and_a_key_naming_no_tenant_are_reported(server):
+    store = make_store(server)
+    raw_client = fakeredis.FakeRedis(server=server)
+    raw_client.hset("mcp:postgres:tenant:hashed", "host", "h")
+    raw_client.set(b"mcp:postgres:tenant:Bad\xffId", b"{}")
+    configs, errors = store.load_all()
+    assert configs == {}
+    assert "is a Redis hash" in str(errors["hashed"])
+    assert "Bad\\xffId" in errors and "mcp-tenants remove" in str(errors["Bad\\xffId"])
+    assert store.delete_strange_key("Bad\\xffId") is True
+    assert store.delete("hashed") is True
+    assert store.load_all() == ({}, {})
