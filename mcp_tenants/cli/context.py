@@ -8,14 +8,16 @@ psycopg or minio only when a command connects to a tenant's target (``add``, ``i
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from mcp_tenants.config import Settings, TenantConfig
+from mcp_tenants.envtenants import EnvTenants, read_env_tenants
 from mcp_tenants.errors import StoreUnavailable, TenantsError
 
 if TYPE_CHECKING:
@@ -61,6 +63,15 @@ class Context:
     def config_type(self) -> type[TenantConfig]:
         """``PostgresTenant`` or ``MinioTenant``."""
         return config_type_of(self.server)
+
+    @cached_property
+    def env(self) -> EnvTenants[TenantConfig]:
+        """The tenants this environment (and .env file) defines, valid or not."""
+        return read_env_tenants(self.config_type, self.environ)
+
+    def env_variables(self, tenant_id: str) -> str:
+        """``POSTGRES_TENANT_<ID>_*``: the variables that define ``tenant_id``."""
+        return f"{self.config_type.ENV_PREFIX}{tenant_id.upper()}_*"
 
     @cached_property
     def codec(self) -> SecretCodec:
@@ -132,6 +143,12 @@ class Context:
         """Close what the command opened."""
         for close in reversed(self._closers):
             close()
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest candidate, or an empty string."""
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 #: A command: takes the context, returns the exit code.

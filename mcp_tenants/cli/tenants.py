@@ -1,35 +1,46 @@
-"""The tenant commands: list, show, add, remove, export, import, rotate-key, doctor, generate-key.
+"""The tenant commands: list, show, add, remove, doctor, generate-key (export, import, rotate-key:
+``transfer.py``).
 
 Each is a function of the ``Context`` that returns an exit code; ``main`` turns a raised
-``TenantsError`` into a message on stderr.
+``TenantsError`` into one line on stderr (``InvalidInput``: exit 2, others: exit 1).
 """
 
 from __future__ import annotations
 
+import contextlib
 import getpass
-import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from mcp_tenants.cli.context import EXIT_FAILED, EXIT_OK, Context, Handler
-from mcp_tenants.config import TenantConfig, env_tenants, redact, validate_tenant_id
-from mcp_tenants.errors import InvalidInput, StoreUnavailable, TenantNotFound, TenantsError
+from mcp_tenants.cli.context import EXIT_FAILED, EXIT_OK, Context, Handler, Problem, did_you_mean
+from mcp_tenants.cli.transfer import cmd_export, cmd_import, cmd_rotate_key, field_problem
+from mcp_tenants.config import TenantConfig, redact, validate_tenant_id
+from mcp_tenants.errors import CorruptEntry, InvalidInput, StoreUnavailable, TenantNotFound, TenantsError
 
 
 def cmd_list(ctx: Context) -> int:
-    """Tenants from Redis and the environment, and every entry that cannot be read."""
-    ctx.connect()
-    configs, errors = ctx.store.load_all()
-    env = env_tenants(ctx.config_type, ctx.environ)
-    rows = [{**c.public(), "source": "redis"} for tid, c in configs.items() if tid not in env]
-    rows += [{**c.public(), "source": "env"} for c in env.values()]
+    """Tenants from Redis and the environment, and every tenant or entry that cannot be used."""
+    env = ctx.env
+    configs: dict[str, TenantConfig] = {}
+    unreadable: dict[str, str] = dict(env.invalid)
+    redis_error = None
+    try:
+        ctx.connect()
+        configs, errors = ctx.store.load_all()
+        unreadable.update({k: str(v) for k, v in errors.items() if k not in env.ids})
+    except StoreUnavailable as exc:
+        redis_error = str(exc)
+    rows = [{**c.public(), "source": "redis"} for tid, c in configs.items() if tid not in env.ids]
+    rows += [{**c.public(), "source": "env"} for c in env.valid.values()]
     rows.sort(key=lambda r: r["tenant_id"])
     lines = [f"{r['tenant_id']:<24} {r['source']:<6} {r['access']:<10} {_target(r)}" for r in rows]
-    lines += [f"{tid:<24} ERROR  {err}" for tid, err in sorted(errors.items())]
-    unreadable = {k: str(v) for k, v in errors.items()}
+    lines += [f"{tid:<24} ERROR  {err}" for tid, err in sorted(unreadable.items())]
     ctx.emit({"tenants": rows, "unreadable": unreadable}, "\n".join(lines) or "no tenants")
-    return EXIT_FAILED if errors else EXIT_OK
+    if redis_error:
+        ctx.warn(f"only the environment's tenants are listed: {redis_error}")
+    return EXIT_FAILED if unreadable or redis_error else EXIT_OK
 
 
 def _target(row: dict[str, Any]) -> str:
@@ -38,125 +49,140 @@ def _target(row: dict[str, Any]) -> str:
     return f"{row.get('user')}@{row.get('host')}:{row.get('port')}/{row.get('database')}"
 
 
+def _unknown(ctx: Context, tenant_id: str, doing: str = "") -> TenantNotFound:
+    known = set(ctx.env.ids)
+    with contextlib.suppress(StoreUnavailable):
+        known |= ctx.store.ids()
+    other = "minio" if ctx.server == "postgres" else "postgres"
+    return TenantNotFound(
+        f"unknown tenant {tenant_id!r}{did_you_mean(tenant_id, known)}{doing}: not in Redis at "
+        f"{ctx.settings.redis.describe()} nor in the environment; `mcp-tenants list` shows the known ones "
+        f"(tenants of the {other} server: --server {other})"
+    )
+
+
 def cmd_show(ctx: Context) -> int:
     """One tenant, secrets redacted."""
     tenant_id = validate_tenant_id(ctx.args.tenant_id)
-    env = env_tenants(ctx.config_type, ctx.environ)
-    if tenant_id in env:
-        config: TenantConfig | None = env[tenant_id]
+    if tenant_id in ctx.env.invalid:
+        raise Problem(ctx.env.invalid[tenant_id])
+    if tenant_id in ctx.env.valid:
+        config: TenantConfig | None = ctx.env.valid[tenant_id]
         source = "env"
     else:
         ctx.connect()
         config, source = ctx.store.get(tenant_id), "redis"
     if config is None:
-        raise TenantNotFound(f"unknown tenant {tenant_id!r}")
+        raise _unknown(ctx, tenant_id)
     data = {**config.redacted(), "source": source}
     ctx.emit(data, "\n".join(f"{k}: {v}" for k, v in data.items()))
     return EXIT_OK
 
 
-def _parse_fields(pairs: Sequence[str]) -> dict[str, Any]:
+def parse_fields(ctx: Context, pairs: Sequence[str]) -> dict[str, Any]:
+    """``FIELD=VALUE`` arguments of ``add``: only known, non-secret fields, each named once."""
     fields: dict[str, Any] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
+        name = name.strip()
         if not sep or not name:
             raise InvalidInput(f"expected FIELD=VALUE, got {pair.split('=')[0]!r}")
-        fields[name.strip()] = value
+        if name in ctx.config_type.SECRET_FIELDS:
+            # Shell history and `ps` would keep it: secrets come from a prompt or stdin only.
+            raise InvalidInput(
+                f"{name} is never taken from the command line (shell history and ps would show it): "
+                f"leave out {name}=..., and type it at the prompt or pipe it with --secret-stdin"
+            )
+        problem = field_problem(ctx, name)
+        if problem:
+            raise InvalidInput(problem)
+        if name in fields:
+            raise InvalidInput(f"{name} is given twice")
+        fields[name] = value
     return fields
+
+
+def read_secret(ctx: Context, name: str) -> str:
+    """The secret from stdin (--secret-stdin) or a prompt on the terminal; never a traceback."""
+    if ctx.args.secret_stdin:
+        line = sys.stdin.readline()
+        if not line.strip("\r\n"):
+            raise InvalidInput(f"--secret-stdin: no {name} on stdin: pipe it as the first line")
+        return line.rstrip("\r\n")
+    if not _has_terminal():
+        raise InvalidInput(
+            f"no terminal to prompt for the {name}: pipe it with --secret-stdin, e.g. "
+            f"printf '%s\\n' \"${name.upper()}\" | mcp-tenants add {ctx.args.tenant_id} ... --secret-stdin"
+        )
+    try:
+        return getpass.getpass(f"{name} for tenant {ctx.args.tenant_id}: ")
+    except EOFError:
+        raise InvalidInput(f"no {name} was typed; nothing was stored") from None
+
+
+def _has_terminal() -> bool:
+    """True when getpass can prompt: the process has a controlling terminal."""
+    try:
+        os.close(os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY))
+    except OSError:
+        return sys.stdin.isatty()
+    return True
 
 
 def cmd_add(ctx: Context) -> int:
     """Add or replace a tenant in Redis, after checking its target (unless --no-verify)."""
     tenant_id = validate_tenant_id(ctx.args.tenant_id)
-    if tenant_id in env_tenants(ctx.config_type, ctx.environ):
-        raise InvalidInput(f"tenant {tenant_id!r} is defined in the environment; it cannot be added to Redis")
-    fields = _parse_fields(ctx.args.fields)
+    if tenant_id in ctx.env.ids:
+        raise InvalidInput(
+            f"tenant {tenant_id!r} is defined in the environment ({ctx.env_variables(tenant_id)}), which "
+            "wins over Redis: change those variables, or pick another id"
+        )
+    fields = parse_fields(ctx, ctx.args.fields)
+    missing = [
+        f for f in ctx.config_type.required_fields() if f not in fields and f not in ctx.config_type.SECRET_FIELDS
+    ]
+    if missing:
+        raise InvalidInput(f"missing field(s): {', '.join(missing)}; give them as {missing[0]}=VALUE")
     for secret in ctx.config_type.SECRET_FIELDS:
-        if secret in fields:
-            continue
-        # Secrets never on the command line (shell history, ps): stdin or a prompt.
-        fields[secret] = sys.stdin.readline().rstrip("\n") if ctx.args.secret_stdin else getpass.getpass(f"{secret}: ")
+        fields[secret] = read_secret(ctx, secret)
     config = ctx.config_type.from_dict({**ctx.config_type.coerce_env(fields), "tenant_id": tenant_id})
     ctx.connect()
     if not ctx.args.no_verify:
         ctx.backend.verify(config)
-    if not ctx.store.put(config):
-        raise StoreUnavailable(f"Redis at {ctx.settings.redis.describe()} is unavailable; nothing was stored")
+    ctx.store.put(config, queue=False)
     ctx.emit({"tenant": config.public(), "persisted": True}, f"added {tenant_id}")
     return EXIT_OK
 
 
 def cmd_remove(ctx: Context) -> int:
-    """Delete a tenant from Redis."""
-    tenant_id = validate_tenant_id(ctx.args.tenant_id)
+    """Delete a tenant (or any unreadable entry that `list` shows) from Redis."""
+    name = ctx.args.tenant_id
+    try:
+        tenant_id = validate_tenant_id(name)
+    except InvalidInput:
+        # `list` shows keys that name no valid tenant id by a label: remove those by it too.
+        ctx.connect()
+        if ctx.store.delete_strange_key(name):
+            ctx.emit({"tenant_id": name, "removed": True}, f"removed the entry {ctx.store.prefix}{name}")
+            return EXIT_OK
+        raise
     ctx.connect()
-    if ctx.store.get(tenant_id) is None:
-        raise TenantNotFound(f"unknown tenant {tenant_id!r}: nothing to remove")
-    if not ctx.store.delete(tenant_id):
-        raise StoreUnavailable("Redis is unavailable; nothing was removed")
+    try:
+        stored = ctx.store.get(tenant_id) is not None
+    except CorruptEntry:
+        stored = True  # an unreadable entry is removed like any other
+    if not stored:
+        if tenant_id in ctx.env.ids:
+            raise Problem(
+                f"tenant {tenant_id!r} is defined in the environment ({ctx.env_variables(tenant_id)}), not in "
+                "Redis: remove those variables where the servers run, and restart them"
+            )
+        raise _unknown(ctx, tenant_id, ": nothing to remove")
+    ctx.store.delete(tenant_id, queue=False)
     ctx.emit({"tenant_id": tenant_id, "removed": True}, f"removed {tenant_id}")
+    if tenant_id in ctx.env.ids:
+        ctx.warn(f"the environment still defines {tenant_id!r} ({ctx.env_variables(tenant_id)}); servers use that")
     return EXIT_OK
-
-
-def cmd_export(ctx: Context) -> int:
-    """Every stored tenant as one JSON document; secrets only with --include-secrets."""
-    ctx.connect()
-    configs, errors = ctx.store.load_all()
-    tenants = [c.to_dict() if ctx.args.include_secrets else c.public() for _, c in sorted(configs.items())]
-    print(json.dumps({"server": ctx.server, "tenants": tenants}, indent=2))
-    for err in errors.values():
-        ctx.warn(f"not exported: {err}")
-    return EXIT_FAILED if errors else EXIT_OK
-
-
-def cmd_import(ctx: Context) -> int:
-    """Store the tenants of an export document (or a JSON list of tenants)."""
-    source = sys.stdin if ctx.args.file == "-" else open(ctx.args.file, encoding="utf-8")  # noqa: SIM115 - closed by the with below
-    with source:
-        try:
-            document = json.load(source)
-        except json.JSONDecodeError as exc:
-            raise InvalidInput(f"{ctx.args.file}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    entries = document.get("tenants") if isinstance(document, dict) else document
-    if not isinstance(entries, list):
-        raise InvalidInput(f"{ctx.args.file}: expected a list of tenants or an export document")
-    env_ids = set(env_tenants(ctx.config_type, ctx.environ))
-    results: dict[str, str] = {}
-    ctx.connect()
-    for entry in entries:
-        tenant_id = str(entry.get("tenant_id")) if isinstance(entry, dict) else "?"
-        try:
-            config = ctx.config_type.from_dict(entry)
-            if tenant_id in env_ids:
-                raise InvalidInput("defined in the environment")
-            if not ctx.args.replace and ctx.store.get(tenant_id) is not None:
-                results[tenant_id] = "skipped (exists; use --replace)"
-                continue
-            if ctx.args.verify:
-                ctx.backend.verify(config)
-            results[tenant_id] = "imported" if ctx.store.put(config) else "failed: Redis unavailable"
-        except (TenantsError, AttributeError) as exc:
-            results[tenant_id] = f"failed: {redact(str(exc))}"
-    ctx.emit({"results": results}, "\n".join(f"{k}: {v}" for k, v in results.items()) or "nothing to import")
-    return EXIT_FAILED if any(v.startswith("failed") for v in results.values()) else EXIT_OK
-
-
-def cmd_rotate_key(ctx: Context) -> int:
-    """Re-encrypt every entry with the first key of MCP_TENANT_ENCRYPTION_KEY."""
-    if not ctx.codec.enabled:
-        raise InvalidInput("MCP_TENANT_ENCRYPTION_KEY is not set: set 'NEW_KEY,OLD_KEY' (new first) and run again")
-    ctx.connect()
-    configs, errors = ctx.store.load_all()
-    counts = {"resealed": 0, "current": 0}
-    for tenant_id in sorted(configs):
-        counts["resealed" if ctx.store.reseal(tenant_id) else "current"] += 1
-    failed = {tid: str(err) for tid, err in errors.items()}
-    ctx.emit(
-        {**counts, "failed": failed},
-        f"re-encrypted {counts['resealed']}, already current {counts['current']}, unreadable {len(failed)}"
-        + "".join(f"\n  {err}" for err in failed.values()),
-    )
-    return EXIT_FAILED if failed else EXIT_OK
 
 
 def cmd_doctor(ctx: Context) -> int:
@@ -172,7 +198,7 @@ def cmd_doctor(ctx: Context) -> int:
         check("redis", True, f"{ctx.settings.redis.describe()} answers")
     except StoreUnavailable as exc:
         reachable = False
-        check("redis", False, f"{ctx.settings.redis.describe()} is unreachable: {exc}")
+        check("redis", False, f"unreachable: {exc}")
     check(
         "encryption",
         ctx.codec.enabled,
@@ -184,10 +210,11 @@ def cmd_doctor(ctx: Context) -> int:
     if reachable:
         configs, errors = ctx.store.load_all()
         check("entries", not errors, f"{len(configs)} readable" + "".join(f"; {e}" for e in errors.values()))
-    env = env_tenants(ctx.config_type, ctx.environ)
-    check("environment", True, f"{len(env)} tenant(s): {', '.join(sorted(env)) or 'none'}")
+    env = ctx.env
+    detail = f"{len(env.valid)} tenant(s): {', '.join(sorted(env.valid)) or 'none'}"
+    check("environment", not env.invalid, detail + "".join(f"; skipped {m}" for _, m in sorted(env.invalid.items())))
     if not ctx.args.skip_targets:
-        for tenant_id, config in sorted({**configs, **env}.items()):
+        for tenant_id, config in sorted({**configs, **env.valid}.items()):
             try:
                 ctx.backend.verify(config)
                 check(f"tenant {tenant_id}", True, "reachable")

@@ -183,7 +183,7 @@ def test_an_acl_refusal_fails_the_registration_at_once_and_nothing_is_queued(pri
 CORRUPT_VALUES: dict[str, bytes] = {
     "notutf8": b'{"tenant_id": "notutf8", "host": "\xff\xfe"}',
     "deep": b"[" * 50_000,  # 50,000 deep (the parser gives up long before the end)
-    "deeper": b"{\"a\":" * 9_000 + b"1" + b"}" * 9_000,
+    "deeper": b'{"a":' * 9_000 + b"1" + b"}" * 9_000,
     "notjson": b"{oops",
     "huge": b'{"host": "' + b"x" * 200_000 + b'"}',
     "wrongid": json.dumps({"tenant_id": "someone-else", "host": "h"}).encode(),
