@@ -20,7 +20,6 @@ Concurrency rules, in one place:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
@@ -42,6 +41,7 @@ from mcp_tenants.errors import (
     TenantsError,
 )
 from mcp_tenants.hostguard import HostGuard
+from mcp_tenants.listing import list_page
 from mcp_tenants.store import TenantStore
 
 logger = logging.getLogger(__name__)
@@ -439,32 +439,4 @@ class TenantManager(Generic[C, R]):
             self._check_open()
             known = {tid: (e.config, e.source) for tid, e in self._entries.items()}
             invalid_env = dict(self._env.invalid)
-        ids = set(known) | set(invalid_env)
-        strange: dict[str, str] = {}
-        if self.store is not None:
-            with contextlib.suppress(StoreUnavailable):  # list what this process knows
-                stored_ids, strange_keys = self.store.scan()
-                ids |= stored_ids
-                if after is None:  # keys that name no tenant: reported once, on the first page
-                    strange = {k: str(v) for k, v in self.store.strange_key_errors(strange_keys).items()}
-        ordered = sorted(tid for tid in ids if after is None or tid > after)
-        page, more = ordered[:limit], len(ordered) > limit
-        errors = {**strange, **{tid: invalid_env[tid] for tid in page if tid in invalid_env}}
-        missing = [tid for tid in page if tid not in known and tid not in invalid_env]
-        if missing and self.store is not None:
-            try:
-                stored, corrupt = self.store.load_many(missing)
-            except StoreUnavailable:
-                stored, corrupt = {}, {}
-            known.update({tid: (cfg, "redis") for tid, cfg in stored.items()})  # another process's
-            errors.update({tid: str(exc) for tid, exc in corrupt.items()})
-        pending = self.store.pending_ids() if self.store is not None else set()
-        tenants = []
-        for tid in page:
-            if tid not in known:
-                continue
-            config, source = known[tid]
-            if source != "env":
-                source = "memory" if self.store is None or tid in pending else "redis"
-            tenants.append({**config.public(), "source": source})
-        return tenants, (page[-1] if more and page else None), errors
+        return list_page(known, invalid_env, self.store, limit=limit, after=after)
