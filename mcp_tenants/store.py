@@ -110,7 +110,8 @@ class TenantStore(Generic[C]):
         except redis.RedisError as exc:
             if not is_outage(exc):
                 error = self._refusal(exc, "accept this client")
-                logger.error("%s", error)
+                if self._background:  # a server logs it; the CLI prints what it raises
+                    logger.error("%s", error)
                 raise error from None
             self._queue.went_down(exc)
             raise StoreUnavailable(f"cannot reach Redis at {self.settings.describe()}: {reason(exc)}") from None

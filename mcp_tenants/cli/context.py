@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from mcp_tenants.config import Settings, TenantConfig
 from mcp_tenants.envtenants import EnvTenants, read_env_tenants
-from mcp_tenants.errors import StoreUnavailable, TenantsError
+from mcp_tenants.errors import StoreRefused, StoreUnavailable, TenantsError
 
 if TYPE_CHECKING:
     import redis
@@ -113,6 +113,8 @@ class Context:
         """Make sure Redis answers; else raise ``StoreUnavailable`` saying how to point the CLI at it."""
         try:
             self.store.ping()
+        except StoreRefused:
+            raise  # it answered: the message says what to fix
         except StoreUnavailable as exc:
             raise StoreUnavailable(f"{exc}\n{self.redis_hint()}") from None
 

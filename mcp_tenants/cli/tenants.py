@@ -37,7 +37,8 @@ def cmd_list(ctx: Context) -> int:
     rows.sort(key=lambda r: r["tenant_id"])
     lines = [f"{r['tenant_id']:<24} {r['source']:<6} {r['access']:<10} {_target(r)}" for r in rows]
     lines += [f"{tid:<24} ERROR  {err}" for tid, err in sorted(unreadable.items())]
-    ctx.emit({"tenants": rows, "unreadable": unreadable}, "\n".join(lines) or "no tenants")
+    empty = "no tenants in the environment" if redis_error else "no tenants"
+    ctx.emit({"tenants": rows, "unreadable": unreadable}, "\n".join(lines) or empty)
     if redis_error:
         ctx.warn(f"only the environment's tenants are listed: {redis_error}")
     return EXIT_FAILED if unreadable or redis_error else EXIT_OK
