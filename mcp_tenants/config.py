@@ -214,6 +214,12 @@ class TenantConfig:
         return {"ACCESS": "access"}
 
     @classmethod
+    def env_variable(cls, tenant_id: str, field: str) -> str:
+        """The environment variable that sets ``field`` of tenant ``tenant_id``."""
+        suffix = next(suffix for suffix, name in cls.env_fields().items() if name == field)
+        return f"{cls.ENV_PREFIX}{tenant_id.upper()}_{suffix}"
+
+    @classmethod
     def required_fields(cls) -> list[str]:
         """Fields without a default, in declaration order (``tenant_id`` left out)."""
         return [
@@ -231,7 +237,7 @@ class TenantConfig:
         """
         validate_tenant_id(tenant_id)
         prefix = f"{cls.ENV_PREFIX}{tenant_id.upper()}_"
-        variables = {name: prefix + suffix for suffix, name in cls.env_fields().items()}
+        variables = {name: cls.env_variable(tenant_id, name) for name in cls.env_fields().values()}
         wanted = {variable.upper(): name for name, variable in variables.items()}
         values: dict[str, Any] = {}
         for key, value in environ.items():
@@ -322,6 +328,8 @@ _LIMITS: tuple[tuple[str, str, int, int, int], ...] = (
     ("MCP_RESULT_MAX_BYTES", "result_max_bytes", 1 << 20, 1024, 1 << 30),
     ("MCP_STATEMENT_TIMEOUT_MS", "statement_timeout_ms", 30_000, 1, 24 * 3600 * 1000),
     ("MCP_OBJECT_MAX_BYTES", "object_max_bytes", 1 << 20, 1, 1 << 30),
+    ("MCP_PUT_MAX_BYTES", "put_max_bytes", 1 << 20, 1, 1 << 30),
+    ("MCP_MAX_REQUEST_BYTES", "max_request_bytes", 0, 64 << 10, 1 << 31),
     ("MCP_LIST_MAX_KEYS", "list_max_keys", 1000, 1, 100_000),
     ("MCP_WORKER_THREADS", "worker_threads", 16, 1, 1024),
     ("MCP_POOL_MAX_SIZE", "pool_max_size", 8, 1, 1000),
@@ -342,6 +350,9 @@ class Settings:
     result_max_bytes: int = 1 << 20
     statement_timeout_ms: int = 30_000
     object_max_bytes: int = 1 << 20
+    put_max_bytes: int = 1 << 20
+    #: 0: derived from put_max_bytes (see ``request_limit``).
+    max_request_bytes: int = 0
     list_max_keys: int = 1000
     worker_threads: int = 16
     pool_max_size: int = 8
@@ -388,6 +399,12 @@ class Settings:
         settings = cls(server=server, redis=RedisSettings.from_env(env, default_db=default_db), **values)
         settings.validate()
         return settings
+
+    @property
+    def request_limit(self) -> int:
+        """Bytes one protocol message from a client may have (``MCP_MAX_REQUEST_BYTES``); by
+        default 4 MiB, or room for a ``put_object`` of ``MCP_PUT_MAX_BYTES`` as base64 if larger."""
+        return self.max_request_bytes or max(4 << 20, self.put_max_bytes * 4 // 3 + (1 << 20))
 
     def validate(self) -> None:
         """Check the values that no parser above has checked."""

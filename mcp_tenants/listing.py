@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from mcp_tenants.config import TenantConfig
@@ -18,6 +18,7 @@ def list_page(
     *,
     limit: int,
     after: str | None,
+    visible: Callable[[str], bool] | None = None,
 ) -> tuple[list[dict[str, Any]], str | None, dict[str, str]]:
     """A page of tenants sorted by id, starting after ``after``.
 
@@ -26,6 +27,7 @@ def list_page(
     of this page: stored entries that cannot be read and invalid environment tenants, each with
     its error). Tenants stored by other processes are listed too; only the page's entries are
     read from Redis, and a Redis that is down leaves the page to what this process knows.
+    ``visible`` keeps only the tenants (and unreadable entries) a caller may see.
     """
     known = dict(known)
     ids = set(known) | set(invalid_env)
@@ -35,8 +37,9 @@ def list_page(
             stored_ids, strange_keys = store.scan()
             ids |= stored_ids
             if after is None:  # keys that name no tenant: reported once, on the first page
-                strange = {k: str(v) for k, v in store.strange_key_errors(strange_keys).items()}
-    ordered = sorted(tid for tid in ids if after is None or tid > after)
+                bad_keys = store.strange_key_errors(strange_keys)
+                strange = {k: str(v) for k, v in bad_keys.items() if visible is None or visible(k)}
+    ordered = sorted(tid for tid in ids if (after is None or tid > after) and (visible is None or visible(tid)))
     page, more = ordered[:limit], len(ordered) > limit
     errors = {**strange, **{tid: invalid_env[tid] for tid in page if tid in invalid_env}}
     missing = [tid for tid in page if tid not in known and tid not in invalid_env]

@@ -20,12 +20,13 @@ Concurrency rules, in one place:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -39,6 +40,8 @@ from mcp_tenants.errors import (
     TenantNotFound,
     TenantProtected,
     TenantsError,
+    UnknownTenant,
+    unknown_tenant,
 )
 from mcp_tenants.hostguard import HostGuard
 from mcp_tenants.listing import list_page
@@ -243,18 +246,9 @@ class TenantManager(Generic[C, R]):
             return from_env, "env"
         raise self.not_found(tenant_id)
 
-    def not_found(self, tenant_id: str) -> TenantNotFound:
+    def not_found(self, tenant_id: str) -> UnknownTenant:
         """The error for an id that is not in memory, Redis or the environment."""
-        prefix = self.backend.config_type.ENV_PREFIX
-        return TenantNotFound(
-            f"unknown tenant {tenant_id!r}: register it with register_tenant, or define "
-            f"{prefix}{tenant_id.upper()}_* environment variables; list_tenants shows the known ones"
-        )
-
-    def known_ids(self) -> set[str]:
-        """The ids this process knows without asking Redis (memory and the environment)."""
-        with self._lock:
-            return set(self._entries) | self._env.ids
+        return UnknownTenant(tenant_id, unknown_tenant(tenant_id, self.backend.config_type.ENV_PREFIX))
 
     def resource(self, tenant_id: str) -> tuple[C, R]:
         """The config and the open resource of ``tenant_id``, opening it on first use."""
@@ -410,7 +404,7 @@ class TenantManager(Generic[C, R]):
                 except StoreUnavailable:
                     in_store = entry is not None
             if entry is None and not in_store:
-                raise self.not_found(tenant_id)
+                raise UnknownTenant(tenant_id, f"unknown tenant {tenant_id!r}: nothing to remove")
             try:
                 persisted = self.store.delete(tenant_id) if self.store is not None else False
             except StoreRefused:
@@ -428,15 +422,28 @@ class TenantManager(Generic[C, R]):
 
     # -- listing --------------------------------------------------------------------------------
 
-    def list(self, *, limit: int = 100, after: str | None = None) -> tuple[list[dict[str, Any]], str | None, dict]:
+    def known_ids(self) -> set[str]:
+        """Every tenant id this process knows of: memory, the environment and Redis (when up)."""
+        with self._lock:
+            ids = set(self._entries)
+        ids |= self.backend.config_type.env_ids(self._environ)
+        if self.store is not None:
+            with contextlib.suppress(StoreUnavailable):
+                ids |= self.store.ids()
+        return ids
+
+    def list(
+        self, *, limit: int = 100, after: str | None = None, visible: Callable[[str], bool] | None = None
+    ) -> tuple[list[dict[str, Any]], str | None, dict]:
         """A page of known tenants, sorted by id, starting after ``after``.
 
         Returns (tenants, next cursor or None, unreadable entries of this page: stored entries
         that cannot be read and invalid environment tenants, each with its error). Tenants stored
         by other processes are listed too; only the page's entries are read from Redis.
+        ``visible`` keeps only the tenants a caller may see.
         """
         with self._lock:
             self._check_open()
             known = {tid: (e.config, e.source) for tid, e in self._entries.items()}
             invalid_env = dict(self._env.invalid)
-        return list_page(known, invalid_env, self.store, limit=limit, after=after)
+        return list_page(known, invalid_env, self.store, limit=limit, after=after, visible=visible)

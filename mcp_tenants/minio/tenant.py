@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import urllib3
 from minio import Minio
 
 from mcp_tenants.config import Settings
-from mcp_tenants.minio.client import make_client
+from mcp_tenants.minio.client import TenantSettingError, make_client, make_http_client
 from mcp_tenants.minio.config import MinioTenant
 from mcp_tenants.minio.tools import check_credentials
+
+
+def explain_setting(error: TenantSettingError, tenant_id: str, *, from_env: bool) -> TenantSettingError:
+    """``error`` with the fix its user can make: an environment variable, or registering again."""
+    if from_env:
+        names = " and ".join(MinioTenant.env_variable(tenant_id, name) for name in error.settings)
+        fix = f"check {names} (environment tenants are read at start: restart the server after the change)"
+    else:
+        names = " and ".join(error.settings)
+        fix = (
+            f"check the tenant's {names}: register it again with corrected values (register_tenant, or mcp-tenants add)"
+        )
+    return error.with_fix(fix, prefix=f"tenant {tenant_id!r}: ")
 
 
 class MinioBackend:
@@ -19,10 +33,19 @@ class MinioBackend:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
+    def http_client(self, config: MinioTenant) -> urllib3.PoolManager:
+        """The connection pool of ``config``'s client: the one place to change how it connects."""
+        return make_http_client(connect_timeout=self.settings.connect_timeout_s)
+
     def open(self, config: MinioTenant) -> Minio:
         """One client per tenant, shared by all worker threads (it is thread-safe)."""
         return make_client(
-            config.endpoint, config.access_key, config.secret_key, secure=config.secure, region=config.region
+            config.endpoint,
+            config.access_key,
+            config.secret_key,
+            secure=config.secure,
+            region=config.region,
+            http_client=self.http_client(config),
         )
 
     def interrupt(self, client: Minio) -> None:

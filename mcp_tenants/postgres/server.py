@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, WithJsonSchema
+from pydantic import Field
 
 from mcp_tenants.errors import AccessDenied
+from mcp_tenants.launch import serve
 from mcp_tenants.postgres import tools
 from mcp_tenants.postgres.results import (
     ExecuteResult,
@@ -20,7 +21,7 @@ from mcp_tenants.postgres.results import (
 )
 from mcp_tenants.postgres.tenant import PostgresBackend, PostgresTenant, checkout
 from mcp_tenants.registry import TenantManager
-from mcp_tenants.server import READS, WRITES, TenantServer, serve
+from mcp_tenants.server import READS, WRITES, TenantServer
 from mcp_tenants.tenant_tools import TenantId, add_tenant_tools
 
 Schema = Annotated[str, Field(description="Schema name", min_length=1, max_length=63)]
@@ -47,9 +48,7 @@ def add_tools(app: TenantServer, manager: TenantManager[PostgresTenant, Any]) ->
         host: Annotated[str, Field(description="Database host name or address")],
         database: Annotated[str, Field(description="Database name")],
         user: Annotated[str, Field(description="Login role")],
-        password: Annotated[
-            Any, WithJsonSchema({"type": "string", "description": "Password of the login role (never shown again)"})
-        ],
+        password: Annotated[str, Field(description="Password of the login role (never shown again)")],
         port: Annotated[int, Field(description="Port", ge=1, le=65535)] = 5432,
         sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer",
         access: Literal["read-only", "read-write"] = "read-only",
