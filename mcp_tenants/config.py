@@ -367,6 +367,7 @@ class Settings:
     allow_unauthenticated: bool = False
     encryption_keys: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
+    allowed_volatile_functions: tuple[str, ...] = ()
     log_level: str = "INFO"
 
     @classmethod
@@ -393,6 +394,9 @@ class Settings:
             ),
             encryption_keys=keys,
             allowed_hosts=tuple(h.strip() for h in env.get("MCP_ALLOWED_HOSTS", "").split(",") if h.strip()),
+            allowed_volatile_functions=tuple(
+                f.strip() for f in env.get("MCP_ALLOWED_VOLATILE_FUNCTIONS", "").split(",") if f.strip()
+            ),
             log_level=(env.get("MCP_LOG_LEVEL", "INFO") or "INFO").upper(),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -77,4 +77,6 @@ class PostgresTenant(TenantConfig):
             "sslmode": self.sslmode,
             "connect_timeout": connect_timeout,
             "application_name": f"mcp-tenants:{self.tenant_id}",
+            # The guard's parser reads UTF-8; the server must read the same characters.
+            "client_encoding": "UTF8",
         }

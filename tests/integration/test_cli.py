@@ -83,7 +83,7 @@ def test_add_show_list_remove_round_trip(cli, pg_database, redis_db):
 
 def test_add_refuses_a_wrong_password_and_stores_nothing(cli, pg_database, redis_db):
     code, out, err = cli(*add_args(pg_database), stdin="wrong-password-777\n")
-    assert code == 1 and "password authentication failed" in err
+    assert code == 1 and "password was refused" in err
     assert "wrong-password-777" not in out + err
     assert redis_db.client.keys("*") == []
 
