@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from bench import calls, profiling, scale, startup
+from bench import calls, load, profiling, scale, startup
 from bench.harness import Report, Services, section
 
 Measurement = Callable[[Services, Report], Coroutine[Any, Any, None]]
@@ -30,6 +30,7 @@ MEASUREMENTS: dict[str, tuple[str, Measurement]] = {
     "objects": ("4b. large objects and listings", scale.objects),
     "coldstart": ("5. cold start", startup.coldstart),
     "profile": ("6. profile of query SELECT 1", profiling.profile),
+    "load": ("7. replicas behind HAProxy under load", load.load),
 }
 
 

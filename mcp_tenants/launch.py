@@ -29,6 +29,7 @@ from mcp_tenants.errors import InvalidInput, TenantsError
 from mcp_tenants.feedback import ClientLogHandler
 from mcp_tenants.hostguard import HostGuard
 from mcp_tenants.httpauth import BearerTokenMiddleware, is_loopback
+from mcp_tenants.ops import Ops
 from mcp_tenants.registry import TenantBackend, TenantManager
 from mcp_tenants.server import GRACE_SECONDS, TenantServer
 from mcp_tenants.store import TenantStore
@@ -157,13 +158,16 @@ def serve(
         known_ids=manager.known_ids,
     )
     add_tools(app, manager)
+    ops = Ops(server, settings, store=store, manager=manager)
+    app.observers.append(ops.observer)
     logger.info("%s %s starting (pid %d, %s)", prog, __version__, os.getpid(), settings.transport)
     manager.open()
     try:
+        ops.start()
         if listener is None:
             asyncio.run(run_stdio(app))
         else:
-            asyncio.run(run_http(app, listener))
+            asyncio.run(run_http(app, listener, ops))
     except KeyboardInterrupt:  # a signal before the loop could take it over
         logger.info("signal received, shutting down")
     finally:
@@ -172,6 +176,7 @@ def serve(
         with _signals_ignored():
             manager.close()
             app.close()
+            ops.close()
     logger.info("%s stopped", prog)
     return EXIT_OK
 
@@ -205,6 +210,7 @@ async def run_stdio(app: TenantServer) -> None:
     from mcp_tenants.stdio import stdio_streams
 
     stop = _stop_on_signals()
+    app.raw_output = True  # the stdio writer splices pre-encoded JSON into its messages
     async with stdio_streams(app.settings.request_limit) as (read_stream, write_stream, traffic):
         serving = asyncio.create_task(
             app.lowlevel.run(read_stream, write_stream, app.lowlevel.create_initialization_options())
@@ -226,7 +232,7 @@ async def run_stdio(app: TenantServer) -> None:
             logger.warning("the protocol loop did not end; leaving it")
 
 
-async def run_http(app: TenantServer, listener: socket.socket) -> None:
+async def run_http(app: TenantServer, listener: socket.socket, ops: Ops | None = None) -> None:
     """Serve streamable HTTP (stateless, so replicas can share a load balancer) until a signal."""
     import uvicorn  # only the HTTP transport needs it
 
@@ -236,6 +242,8 @@ async def run_http(app: TenantServer, listener: socket.socket) -> None:
     )
     if settings.auth_token:
         asgi = BearerTokenMiddleware(asgi, settings.auth_token)
+    ops = ops or Ops(settings.server, settings)
+    asgi = ops.wrap(asgi)  # /healthz and /readyz answer ahead of authentication
     config = uvicorn.Config(
         asgi, log_level="warning", lifespan="on", timeout_graceful_shutdown=int(GRACE_SECONDS), access_log=False
     )
@@ -243,8 +251,13 @@ async def run_http(app: TenantServer, listener: socket.socket) -> None:
     stop = _stop_on_signals()
 
     async def on_stop() -> None:
+        while not server.started and not stop.is_set():
+            await asyncio.sleep(0.02)
+        if not stop.is_set():
+            ops.readiness.mark_ready()
         await stop.wait()
         logger.info("signal received, shutting down")
+        await ops.drain()  # /readyz is 503 now; keep serving MCP_DRAIN_SECONDS
         app.draining = True
         server.should_exit = True  # uvicorn stops accepting, then waits for open requests
 

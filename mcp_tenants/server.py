@@ -29,11 +29,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
 import mcp_types as types
-import pydantic_core
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.lowlevel import Server
 
-from mcp_tenants import __version__
+from mcp_tenants import __version__, rawjson
 from mcp_tenants.config import Settings, redact
 from mcp_tenants.errors import InvalidInput, TenantBusy, TenantsError, UnknownTenant, unknown_tenant
 from mcp_tenants.feedback import (
@@ -221,6 +220,8 @@ class TenantServer:
         self._in_flight = 0
         self._idle = asyncio.Event()
         self.draining = False
+        #: True when the transport writes ``RawJson`` values itself (stdio); else they are parsed.
+        self.raw_output = False
 
     # -- tools --------------------------------------------------------------------------------
 
@@ -297,8 +298,10 @@ class TenantServer:
             self.policy.authorize(principal, spec.action_for(kwargs), tenant_id)
             async with self._gate.slot(tenant_id):
                 result = await self._run(ctx, spec, principal, kwargs)
-            text = pydantic_core.to_json(result, fallback=str).decode()
+            text = rawjson.dumps(result)
             record.update(outcome="ok", rows=result.get("row_count"), bytes=len(text))
+            if not self.raw_output and rawjson.holds_raw(result):
+                result = rawjson.decoded(result)
             return {"content": [{"type": "text", "text": text}], "structuredContent": result, "isError": False}
         except TenantsError as exc:
             message = self._message(exc, principal, tenant_id)

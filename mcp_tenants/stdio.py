@@ -30,6 +30,8 @@ import mcp_types as types
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp.shared.message import SessionMessage
 
+from mcp_tenants.rawjson import Splicer
+
 logger = logging.getLogger(__name__)
 
 Inbound = SessionMessage | Exception
@@ -171,8 +173,10 @@ def _skip_rest_of_line(stream: Any) -> None:
 
 def _write_messages(fd: int, outbound: queue.SimpleQueue[SessionMessage | None]) -> None:
     """Writer thread: serialise each message as one line, in order."""
+    splicer = Splicer()  # results may carry JSON that is already encoded
     while (message := outbound.get()) is not _EOF:
-        data = message.message.model_dump_json(by_alias=True, exclude_unset=True).encode() + b"\n"
+        dumped = message.message.model_dump_json(by_alias=True, exclude_unset=True, fallback=splicer.fallback)
+        data = splicer.splice(dumped.encode()) + b"\n"
         try:
             view = memoryview(data)
             while view:
