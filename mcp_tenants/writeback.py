@@ -179,6 +179,10 @@ class WriteBack:
             if self._pending:
                 return False
             self._held = False
+            # Release writes and retire the retry thread in one step: a write that fails right
+            # after this must find no thread, and start a new one.
+            if self._thread is threading.current_thread():
+                self._thread = None
             return True
 
     def _settle(self, tenant_id: str, entry: Entry, *, refused: str | None = None) -> None:

@@ -1,6 +1,7 @@
 """TenantStore on fakeredis: keys, JSON layout, SCAN, corrupt entries, encryption, outages."""
 
 import json
+import logging
 import time
 
 import fakeredis
@@ -13,6 +14,7 @@ from mcp_tenants.errors import CorruptEntry, StoreUnavailable
 from mcp_tenants.postgres.tenant import PostgresTenant
 from mcp_tenants.redisfaults import is_outage
 from mcp_tenants.store import TenantStore
+from mcp_tenants.writeback import WriteBack
 
 
 def tenant(tid="acme", password="pw-acme-secret", **kw):
@@ -183,3 +185,46 @@ def test_a_key_of_another_type_and_a_key_naming_no_tenant_are_reported(server):
     assert store.delete_strange_key("Bad\\xffId") is True
     assert store.delete("hashed") is True
     assert store.load_all() == ({}, {})
+
+
+def test_a_write_failing_just_as_the_retry_thread_retires_is_still_retried():
+    """The retry thread releases writes and retires in one step, so no queued write is orphaned."""
+    sent: list[str] = []
+    down = {"now": True}
+    fired: list[logging.LogRecord] = []
+
+    def send(tenant_id, entry):
+        if down["now"]:
+            raise redis.exceptions.ConnectionError("Connection refused")
+        sent.append(tenant_id)
+
+    queue = WriteBack(
+        "Redis at test", "mcp:postgres:tenant:", ping=lambda: True, send=send, max_backoff=0.02, background=True
+    )
+
+    class FailAWriteAtTheLastMoment(logging.Handler):
+        """Runs in the retry thread after its last flush, before it ends: a write fails right then."""
+
+        def emit(self, record):
+            if "takes writes again" in record.getMessage() and not fired:
+                fired.append(record)
+                queue.enqueue("late", {"tenant_id": "late"})
+                queue.went_down(redis.exceptions.ConnectionError("Connection refused"), writes_only=True)
+
+    logger = logging.getLogger("mcp_tenants.writeback")
+    handler, level = FailAWriteAtTheLastMoment(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        queue.enqueue("first", {"tenant_id": "first"})
+        queue.went_down(redis.exceptions.ConnectionError("Connection refused"))
+        time.sleep(0.1)
+        down["now"] = False
+        deadline = time.monotonic() + 5
+        while ("late" not in sent or queue.unpersisted()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sent == ["first", "late"] and queue.unpersisted() == set()
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        queue.close()
