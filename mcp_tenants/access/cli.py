@@ -1,8 +1,8 @@
 """Operator commands for access: ``key create|list|revoke`` and ``audit``.
 
 Functions over a small context (server, Redis client, output streams); ``add_parsers`` registers
-them on the ``mcp-tenants`` parser and ``run`` executes the chosen one. Imports stay light (Redis
-and the standard library only): the CLI must start fast.
+them on the ``mcp-tenants`` parser (``mcp_tenants.cli.access`` wires them in). Imports stay light:
+the standard library at import time, Redis only when a command runs.
 
 Exit codes as for every ``mcp-tenants`` command: 0 success; 1 the operation failed; 2 bad usage.
 """
@@ -16,14 +16,15 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import redis
-
-from mcp_tenants.access.audit import from_stream, iso, stream_key
-from mcp_tenants.access.keys import ApiKey, ApiKeyStore, parse_duration
 from mcp_tenants.access.principals import ROLES
-from mcp_tenants.errors import InvalidInput, StoreUnavailable, TenantsError
+from mcp_tenants.errors import StoreUnavailable
+
+if TYPE_CHECKING:  # Redis and the modules over it load only when a command runs
+    import redis
+
+    from mcp_tenants.access.keys import ApiKey, ApiKeyStore
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 _SCAN_CHUNK = 500
@@ -41,6 +42,8 @@ class AccessContext:
 
     @property
     def keys(self) -> ApiKeyStore:
+        from mcp_tenants.access.keys import ApiKeyStore
+
         return ApiKeyStore(self.redis, self.server)
 
     def print(self, text: str = "") -> None:
@@ -70,6 +73,8 @@ def _key_row(key: ApiKey, last_used: float | None) -> dict[str, Any]:
 
 def cmd_key_create(ctx: AccessContext, args: argparse.Namespace) -> int:
     """Create a key; the key itself is printed once, alone on the last line of stdout."""
+    from mcp_tenants.access.keys import parse_duration
+
     expires_in = parse_duration(args.expires) if args.expires else None
     record, key = ctx.keys.create(args.name, args.tenants, args.role, expires_in=expires_in)
     row = _key_row(record, None)
@@ -140,6 +145,8 @@ def read_audit(
     client: redis.Redis, key: str, args: argparse.Namespace, since: float | None
 ) -> list[tuple[str, dict[str, Any]]]:
     """The newest ``args.limit`` matching records, oldest first, with their stream ids."""
+    from mcp_tenants.access.audit import from_stream, iso
+
     since_iso = iso(since) if since is not None else None
     low = f"{int(since * 1000)}-0" if since is not None else "-"
     high, found = "+", list[tuple[str, dict[str, Any]]]()
@@ -162,6 +169,8 @@ def _follow(
     client: redis.Redis, key: str, after: str, *, stop: Callable[[], bool] = lambda: False
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """Records appended after stream id ``after``, as they arrive (until ``stop()``)."""
+    from mcp_tenants.access.audit import from_stream
+
     while not stop():
         answer: Any = client.xread({key: after}, count=_SCAN_CHUNK, block=1000)
         for _stream, entries in answer or ():
@@ -192,6 +201,11 @@ def format_record(record: dict[str, Any]) -> str:
 
 def cmd_audit(ctx: AccessContext, args: argparse.Namespace, *, stop: Callable[[], bool] = lambda: False) -> int:
     """Print the newest matching audit records; with --follow, keep printing new ones."""
+    import redis
+
+    from mcp_tenants.access.audit import stream_key
+    from mcp_tenants.access.keys import parse_duration
+
     since = time.time() - parse_duration(args.since, source="--since") if args.since else None
     key = stream_key(ctx.server)
     try:
@@ -237,9 +251,9 @@ def _positive(text: str) -> int:
 
 
 def add_parsers(subparsers: Any) -> None:
-    """Register ``key`` and ``audit`` on the ``mcp-tenants`` subparsers (sets ``access_command``)."""
-    json_flag: dict[str, Any] = {"action": "store_true", "default": argparse.SUPPRESS, "help": "print JSON"}
+    """Register ``key`` and ``audit`` on the ``mcp-tenants`` subparsers (sets ``access_command``).
 
+    ``--json`` and the other global options come from the ``mcp-tenants`` parser."""
     key = subparsers.add_parser("key", help="manage API keys of HTTP clients (create, list, revoke)")
     actions = key.add_subparsers(dest="key_command", required=True, metavar="ACTION")
     p = actions.add_parser(
@@ -252,14 +266,11 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("--tenants", required=True, metavar="PATTERNS", help="tenant-id globs, comma-separated: sales_*,ops")
     p.add_argument("--role", required=True, choices=ROLES, help="reader, writer or admin")
     p.add_argument("--expires", metavar="DURATION", help="lifetime, e.g. 90d, 12h, 1w (default: never)")
-    p.add_argument("--json", **json_flag)
     p.set_defaults(access_command=cmd_key_create)
     p = actions.add_parser("list", help="list API keys (never the keys themselves)")
-    p.add_argument("--json", **json_flag)
     p.set_defaults(access_command=cmd_key_list)
     p = actions.add_parser("revoke", help="delete an API key; servers refuse it within a second")
     p.add_argument("name")
-    p.add_argument("--json", **json_flag)
     p.set_defaults(access_command=cmd_key_revoke)
 
     p = subparsers.add_parser("audit", help="read the audit trail of tool calls")
@@ -267,26 +278,5 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("--principal", metavar="NAME", help="only calls by this principal (name or kind:name)")
     p.add_argument("--since", metavar="DURATION", help="only the last DURATION, e.g. 1h, 2d")
     p.add_argument("--limit", type=_positive, default=100, metavar="N", help="at most N records (default 100)")
-    p.add_argument("--json", **json_flag)
     p.add_argument("--follow", action="store_true", help="keep printing new records (Ctrl-C stops)")
     p.set_defaults(access_command=cmd_audit)
-
-
-def run(args: argparse.Namespace, settings: Any, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """Run the access command chosen by ``args`` against ``settings``' Redis; returns the exit code."""
-    from mcp_tenants.redisconn import make_redis_client
-
-    client = make_redis_client(settings.redis)
-    ctx = AccessContext(
-        settings.server, client, bool(getattr(args, "json", False)), out or sys.stdout, err or sys.stderr
-    )
-    try:
-        return int(args.access_command(ctx, args))
-    except InvalidInput as exc:
-        print(f"mcp-tenants: {exc}", file=ctx.err)
-        return EXIT_USAGE
-    except TenantsError as exc:
-        print(f"mcp-tenants: {exc}", file=ctx.err)
-        return EXIT_FAILED
-    finally:
-        client.close()

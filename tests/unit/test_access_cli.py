@@ -1,6 +1,5 @@
 """``mcp-tenants key`` and ``mcp-tenants audit`` over fakeredis, through the real argument parser."""
 
-import argparse
 import io
 import json
 import time
@@ -11,13 +10,12 @@ import pytest
 from mcp_tenants.access import cli
 from mcp_tenants.access.audit import AuditLog
 from mcp_tenants.access.keys import ApiKeyStore, hash_key
+from mcp_tenants.cli import build_parser
+from mcp_tenants.errors import InvalidInput, TenantsError
 
 
 def parse(*argv):
-    parser = argparse.ArgumentParser(prog="mcp-tenants")
-    parser.add_argument("--json", action="store_true")
-    cli.add_parsers(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(argv)
+    return build_parser().parse_args(argv)  # the real mcp-tenants command line
 
 
 @pytest.fixture
@@ -31,9 +29,9 @@ def run(redis, *argv, stop=None):
     ctx = cli.AccessContext("postgres", redis, bool(getattr(args, "json", False)), out, err)
     try:
         code = cli.cmd_audit(ctx, args, stop=stop) if stop is not None else args.access_command(ctx, args)
-    except cli.InvalidInput as exc:
+    except InvalidInput as exc:
         return cli.EXIT_USAGE, out.getvalue(), str(exc)
-    except cli.TenantsError as exc:
+    except TenantsError as exc:
         return cli.EXIT_FAILED, out.getvalue(), str(exc)
     return code, out.getvalue(), err.getvalue()
 
