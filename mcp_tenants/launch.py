@@ -22,13 +22,16 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from mcp_tenants import __version__
+from mcp_tenants.access.audit import AuditLog
+from mcp_tenants.access.policy import AccessPolicy
+from mcp_tenants.access.registration import RegistrationPolicy
 from mcp_tenants.config import Settings, load_env_file, redact
 from mcp_tenants.crypto import SecretCodec
 from mcp_tenants.errors import InvalidInput, TenantsError
 from mcp_tenants.feedback import ClientLogHandler
-from mcp_tenants.hostguard import HostGuard
-from mcp_tenants.httpauth import BearerTokenMiddleware, is_loopback
+from mcp_tenants.httpauth import is_loopback
 from mcp_tenants.ops import Ops
+from mcp_tenants.redisconn import make_redis_client
 from mcp_tenants.registry import TenantBackend, TenantManager
 from mcp_tenants.server import GRACE_SECONDS, TenantServer
 from mcp_tenants.store import TenantStore
@@ -102,20 +105,35 @@ def serve(
             log_level=args.log_level.upper() if args.log_level else None,
         )
         codec = SecretCodec(settings.encryption_keys)
-        guard = HostGuard(settings.allowed_hosts)
+        registration = RegistrationPolicy.from_settings(settings)
     except TenantsError as exc:
         print(f"{prog}: {redact(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(settings.log_level)
-    if settings.transport != "stdio" and not settings.auth_token and not is_loopback(settings.host):
-        if not settings.allow_unauthenticated:
+    # API keys and the audit trail share one client (thread-safe); the store has its own.
+    redis_client = make_redis_client(settings.redis)
+    auth = None
+    if settings.transport != "stdio":
+        from mcp_tenants.access.http import build_http_auth  # only the HTTP transport needs it
+
+        try:
+            auth = build_http_auth(settings, redis_client)
+        except TenantsError as exc:
+            logger.error("%s", exc)
+            return EXIT_USAGE
+        if not is_loopback(settings.host) and not settings.allow_unauthenticated and not auth.can_authenticate():
+            auth.close()
             logger.error(
-                "refusing to serve %s without MCP_AUTH_TOKEN: set a token, bind 127.0.0.1, "
-                "or pass --allow-unauthenticated",
+                "refusing to serve %s without authentication: set MCP_AUTH_TOKEN or MCP_OAUTH_ISSUER, create "
+                "an API key (mcp-tenants key create; none is stored, or Redis cannot be reached), bind "
+                "127.0.0.1, or pass --allow-unauthenticated",
                 settings.host,
             )
             return EXIT_USAGE
-        logger.warning("serving %s without authentication (--allow-unauthenticated)", settings.host)
+        if settings.allow_unauthenticated and not is_loopback(settings.host):
+            logger.warning(
+                "serving %s: callers without credentials are let in (--allow-unauthenticated)", settings.host
+            )
     if not codec.enabled:
         logger.warning("MCP_TENANT_ENCRYPTION_KEY is not set: tenant secrets are stored in Redis in plain text")
 
@@ -133,7 +151,7 @@ def serve(
         backend,
         store,
         os.environ,
-        guard=guard,
+        policy=registration,
         max_open=settings.max_open_tenants,
         idle_seconds=settings.tenant_idle_s,
     )
@@ -145,8 +163,14 @@ def serve(
         known_ids=manager.known_ids,
     )
     add_tools(app, manager)
+    if not registration.tools_enabled:  # MCP_TENANT_TOOLS=off
+        for name in ("register_tenant", "remove_tenant"):
+            app.remove_tool(name)
+    app.policy = AccessPolicy.from_settings(settings, peek=manager.peek)
+    audit = AuditLog(redis_client, backend.server, max_len=settings.audit_max_len).start()
     ops = Ops(server, settings, store=store, manager=manager)
-    app.observers.append(ops.observer)
+    ops.metrics.watch(audit_dropped=lambda: audit.dropped)
+    app.observers += [audit, ops.observer]
     logger.info("%s %s starting (pid %d, %s)", prog, __version__, os.getpid(), settings.transport)
     manager.open()
     try:
@@ -154,7 +178,7 @@ def serve(
         if listener is None:
             asyncio.run(run_stdio(app))
         else:
-            asyncio.run(run_http(app, listener, ops))
+            asyncio.run(run_http(app, listener, auth, ops))
     except KeyboardInterrupt:  # a signal before the loop could take it over
         logger.info("signal received, shutting down")
     finally:
@@ -163,7 +187,11 @@ def serve(
         with _signals_ignored():
             manager.close()
             app.close()
+            audit.close()  # after the workers: every call's record is queued by now
             ops.close()
+            if auth is not None:
+                auth.close()
+            redis_client.close()
     logger.info("%s stopped", prog)
     return EXIT_OK
 
@@ -219,16 +247,21 @@ async def run_stdio(app: TenantServer) -> None:
             logger.warning("the protocol loop did not end; leaving it")
 
 
-async def run_http(app: TenantServer, listener: socket.socket, ops: Ops | None = None) -> None:
-    """Serve streamable HTTP (stateless, so replicas can share a load balancer) until a signal."""
+async def run_http(app: TenantServer, listener: socket.socket, auth: Any, ops: Ops | None = None) -> None:
+    """Serve streamable HTTP (stateless, so replicas can share a load balancer) until a signal.
+
+    ``auth`` (``access.http.HttpAuth``) guards every path but the public ones and adds the OAuth
+    protected-resource metadata."""
     import uvicorn  # only the HTTP transport needs it
 
     settings = app.settings
     asgi: Any = app.lowlevel.streamable_http_app(
-        stateless_http=True, host=settings.host, max_request_body_size=settings.request_limit
+        stateless_http=True,
+        host=settings.host,
+        max_request_body_size=settings.request_limit,
+        custom_starlette_routes=auth.routes,
     )
-    if settings.auth_token:
-        asgi = BearerTokenMiddleware(asgi, settings.auth_token)
+    asgi = auth.wrap(asgi)
     ops = ops or Ops(settings.server, settings)
     asgi = ops.wrap(asgi)  # /healthz and /readyz answer ahead of authentication
     config = uvicorn.Config(

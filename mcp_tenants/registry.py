@@ -30,6 +30,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
+from mcp_tenants.access.registration import RegistrationPolicy
+from mcp_tenants.access.targets import TargetPolicy
 from mcp_tenants.config import TenantConfig, validate_tenant_id
 from mcp_tenants.envtenants import EnvTenants, read_env_tenants
 from mcp_tenants.errors import (
@@ -43,7 +45,6 @@ from mcp_tenants.errors import (
     UnknownTenant,
     unknown_tenant,
 )
-from mcp_tenants.hostguard import HostGuard
 from mcp_tenants.listing import list_page
 from mcp_tenants.store import TenantStore
 
@@ -95,13 +96,13 @@ class TenantManager(Generic[C, R]):
         store: TenantStore[C] | None,
         environ: Mapping[str, str] | None = None,
         *,
-        guard: HostGuard | None = None,
+        policy: RegistrationPolicy | None = None,
         max_open: int = 100,
         idle_seconds: float = 600.0,
     ) -> None:
         self.backend = backend
         self.store = store
-        self.guard = guard or HostGuard()
+        self.policy = policy or RegistrationPolicy(TargetPolicy())
         self._environ = os.environ if environ is None else environ
         self._max_open = max_open
         self._idle_seconds = idle_seconds
@@ -210,6 +211,12 @@ class TenantManager(Generic[C, R]):
         return self._stripes[hash(tenant_id) % _STRIPES]
 
     # -- lookup ---------------------------------------------------------------------------------
+
+    def peek(self, tenant_id: str) -> C | None:
+        """The config of ``tenant_id`` if it is in memory, else None (no I/O: safe on the event loop)."""
+        with self._lock:
+            entry = self._entries.get(tenant_id)
+        return entry.config if entry is not None else None
 
     def get(self, tenant_id: str) -> C:
         """The config of ``tenant_id``: memory → Redis → environment → ``TenantNotFound``."""
@@ -361,13 +368,13 @@ class TenantManager(Generic[C, R]):
     def register(self, config: C, *, verify: bool = True) -> bool:
         """Add or replace a tenant; True when it was persisted to Redis.
 
-        Order: refuse env tenants → the host guard → check the target is reachable with these
-        credentials → publish in memory → persist. A failed check changes nothing.
+        Order: refuse env tenants → the registration policy (access, target) → check the target is
+        reachable with these credentials → publish in memory → persist. A failed check changes nothing.
         """
         tenant_id = config.tenant_id
         self._check_open()
         self._refuse_env(tenant_id, "overwritten")
-        self.guard.check(config.target_host())
+        self.policy.admit(config)
         if verify:
             self.backend.verify(config)
         with self._stripe(tenant_id):

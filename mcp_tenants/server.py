@@ -279,7 +279,12 @@ class TenantServer:
         started = time.monotonic()
         spec = self._specs.get(name)
         principal = self.policy.principal(ctx)
-        record = CallRecord(time=time.time(), principal=str(getattr(principal, "name", principal)), tool=name)
+        record = CallRecord(
+            time=time.time(),
+            principal=str(getattr(principal, "name", principal)),
+            kind=getattr(principal, "kind", None),
+            tool=name,
+        )
         tenant_id: str | None = None
         mask: Callable[[str], str] = redact
         self._enter()
@@ -297,7 +302,7 @@ class TenantServer:
             mask = self.policy.redactor(principal, tenant_id, kwargs)
             self.policy.authorize(principal, spec.action_for(kwargs), tenant_id)
             async with self._gate.slot(tenant_id):
-                result = await self._run(ctx, spec, principal, kwargs)
+                result = await self._run(ctx, spec, principal, kwargs, mask)
             text = rawjson.dumps(result)
             record.update(outcome="ok", rows=result.get("row_count"), bytes=len(text))
             if not self.raw_output and rawjson.holds_raw(result):
@@ -319,13 +324,18 @@ class TenantServer:
                 observer.call_finished(record)
 
     async def _run(
-        self, ctx: ServerRequestContext[Any, Any], spec: ToolSpec, principal: Any, kwargs: dict[str, Any]
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        spec: ToolSpec,
+        principal: Any,
+        kwargs: dict[str, Any],
+        mask: Callable[[str], str] = redact,
     ) -> Any:
         loop = asyncio.get_running_loop()
         # The copied context carries the call scope and the principal into the worker thread.
         run_context = contextvars.copy_context()
         chosen = connection_state(ctx.session).get(LOG_LEVEL_STATE)
-        run_context.run(current_call.set, client_log_scope(loop, ctx, chosen))
+        run_context.run(current_call.set, client_log_scope(loop, ctx, chosen, mask))
 
         run_context.run(_caller.set, principal)
 

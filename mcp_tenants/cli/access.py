@@ -1,27 +1,21 @@
-"""Hook for the access commands (``key create|list|revoke``, ``audit``), written in ``mcp_tenants.access.cli``.
+"""The access commands (``key create|list|revoke``, ``audit``), written in ``mcp_tenants.access.cli``.
 
-To plug them in, this module only has to provide the two names below, e.g.
-``from mcp_tenants.access.cli import COMMANDS, add_parsers``:
-
-- ``add_parsers(sub)`` adds the subcommands to the ``mcp-tenants`` subparsers. Every parser made by
-  ``sub.add_parser`` already accepts the global options (``--server``, ``--env-file``, ``--json``)
-  after the subcommand.
-- ``COMMANDS`` maps each command name to ``handler(ctx: Context) -> int`` (an exit code);
-  ``ctx`` is ``mcp_tenants.cli.context.Context``: ``args``, ``settings``, ``redis`` (a client),
-  ``emit``, and the exit codes. A ``TenantsError`` raised by a handler is printed for the user.
-
-Keep the module's top-level imports light: ``mcp-tenants --help`` imports it.
+``add_parsers`` adds their subcommands; ``COMMANDS`` maps each command to a handler over the CLI's
+``Context``. Top-level imports stay light: ``mcp-tenants --help`` imports this module.
 """
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
+from mcp_tenants.access.cli import AccessContext, add_parsers
+from mcp_tenants.cli.context import Context, Handler
 
-from mcp_tenants.cli.context import Handler
-
-COMMANDS: dict[str, Handler] = {}
+__all__ = ["COMMANDS", "add_parsers"]
 
 
-def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
-    """Add the access commands' subparsers (none yet)."""
+def run(ctx: Context) -> int:
+    """Run the access command the parser chose (its ``access_command``) on the CLI's Redis."""
+    access = AccessContext(ctx.server, ctx.redis, bool(ctx.args.json))
+    return int(ctx.args.access_command(access, ctx.args))
+
+
+COMMANDS: dict[str, Handler] = {"key": run, "audit": run}

@@ -146,7 +146,8 @@ def cmd_add(ctx: Context) -> int:
         raise InvalidInput(f"missing field(s): {', '.join(missing)}; give them as {missing[0]}=VALUE")
     for secret in ctx.config_type.SECRET_FIELDS:
         fields[secret] = read_secret(ctx, secret)
-    config = ctx.config_type.from_dict({**ctx.config_type.coerce_env(fields), "tenant_id": tenant_id})
+    # Added by the operator: trusted (its target is not checked on connect).
+    config = ctx.config_type.from_dict({**ctx.config_type.coerce_env(fields), "tenant_id": tenant_id, "origin": "cli"})
     ctx.connect()
     if not ctx.args.no_verify:
         ctx.backend.verify(config)

@@ -111,7 +111,9 @@ def cmd_import(ctx: Context) -> int:
             tenant_id = validate_tenant_id(entry.get("tenant_id"))
             if tenant_id in env_ids:
                 raise InvalidInput(f"defined in the environment ({ctx.env_variables(tenant_id)}), which wins")
-            config = ctx.config_type.from_dict({k: v for k, v in entry.items() if k not in _LISTING_KEYS})
+            # Imported by the operator: trusted (its target is not checked on connect).
+            fields = {k: v for k, v in entry.items() if k not in _LISTING_KEYS}
+            config = ctx.config_type.from_dict({**fields, "origin": "cli"})
             if not ctx.args.replace and ctx.store.get(tenant_id) is not None:
                 results[label] = "skipped (exists; use --replace)"
                 continue

@@ -5,7 +5,9 @@ from __future__ import annotations
 import urllib3
 from minio import Minio
 
+from mcp_tenants.access.targets import TargetPolicy
 from mcp_tenants.config import Settings
+from mcp_tenants.minio import targets
 from mcp_tenants.minio.client import TenantSettingError, make_client, make_http_client
 from mcp_tenants.minio.config import MinioTenant
 from mcp_tenants.minio.tools import check_credentials
@@ -32,10 +34,14 @@ class MinioBackend:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.targets = TargetPolicy.from_settings(settings)
 
     def http_client(self, config: MinioTenant) -> urllib3.PoolManager:
-        """The connection pool of ``config``'s client: the one place to change how it connects."""
-        return make_http_client(connect_timeout=self.settings.connect_timeout_s)
+        """The connection pool of ``config``'s client: the one place to change how it connects.
+
+        A tool-registered tenant's pool connects only to checked addresses, on every connect."""
+        manager = make_http_client(connect_timeout=self.settings.connect_timeout_s)
+        return manager if config.trusted else targets.pin(manager, self.targets)
 
     def open(self, config: MinioTenant) -> Minio:
         """One client per tenant, shared by all worker threads (it is thread-safe)."""

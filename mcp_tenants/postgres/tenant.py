@@ -15,9 +15,11 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
-from mcp_tenants.config import Settings, redact
+from mcp_tenants.access.targets import TargetPolicy
+from mcp_tenants.config import Settings
 from mcp_tenants.errors import TenantBusy, TenantNotFound, TenantUnreachable
 from mcp_tenants.postgres.config import PostgresTenant
+from mcp_tenants.postgres.targets import pinned_connection_class
 from mcp_tenants.postgres.tools import reset_connection
 from mcp_tenants.registry import TenantManager
 
@@ -53,9 +55,12 @@ _CAUSES = (
 
 
 def describe_connect_error(config: PostgresTenant, exc: Exception) -> str:
-    """A connection failure as a message that names the cause and what to fix, never the password."""
+    """A connection failure as a message that names the cause and what to fix, never the password.
+
+    Not masked here: libpq echoes the caller's own user and database names, and masking them with
+    every tenant's secrets would be an oracle; the server core masks the call's own secrets."""
     text = str(exc).strip()
-    detail = redact(text.splitlines()[-1] if text else type(exc).__name__)
+    detail = text.splitlines()[-1] if text else type(exc).__name__
     detail = detail.removeprefix("FATAL:").strip()
     where = (
         f"tenant {config.tenant_id!r}: cannot connect to PostgreSQL at {config.host}:{config.port} "
@@ -179,6 +184,11 @@ class PostgresBackend:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.targets = TargetPolicy.from_settings(settings)
+
+    def connection_class(self, config: PostgresTenant) -> type[Connection]:
+        """Tool-registered tenants connect only to checked addresses, on every connect."""
+        return psycopg.Connection if config.trusted else pinned_connection_class(self.targets)
 
     def open(self, config: PostgresTenant) -> TenantPool:
         """A pool that connects lazily, checks connections on checkout and resets them on return."""
@@ -200,6 +210,7 @@ class PostgresBackend:
             max_idle=300,
             num_workers=1,
             name=f"tenant-{config.tenant_id}",
+            connection_class=self.connection_class(config),
             open=True,
         )
 
@@ -211,7 +222,8 @@ class PostgresBackend:
 
     def verify(self, config: PostgresTenant) -> None:
         try:
-            with psycopg.connect(**config.conninfo(connect_timeout=self.settings.connect_timeout_s)) as conn:
+            conninfo = config.conninfo(connect_timeout=self.settings.connect_timeout_s)
+            with self.connection_class(config).connect(**conninfo) as conn:
                 conn.execute("SELECT 1")
         except psycopg.Error as exc:
             raise TenantUnreachable(describe_connect_error(config, exc)) from None
