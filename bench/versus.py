@@ -284,7 +284,7 @@ def s3_peer_env(services: Services, workdir: str) -> dict[str, str]:
     }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class S3Contender:
     name: str
     tool: str
@@ -309,6 +309,8 @@ def listed_keys(result: Any) -> int:
     data = result.structured_content
     if data is None:
         data = json.loads("".join(getattr(x, "text", "") for x in result.content))
+    if isinstance(data.get("result"), str):  # fastmcp wraps a str return: {"result": "<the JSON text>"}
+        data = json.loads(data["result"])
     for name in ("objects", "contents", "Contents", "items"):
         if isinstance(data.get(name), list):
             return len(data[name])
