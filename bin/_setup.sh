@@ -3,7 +3,7 @@
 # Sourced, not run. The caller sets `set -euo pipefail`, changes to the repository root and sets
 # SETUP_NAME (the prefix of log lines), then calls:
 #
-#   ensure_services        redis-server and the PostgreSQL server binaries (apt-get when missing)
+#   ensure_services        redis-server, the PostgreSQL server binaries and haproxy (apt-get when missing)
 #   ensure_node            node and npm, for the TypeScript-client test (apt-get when missing)
 #   ensure_venv            Python 3.11+ ($PYTHON, default python3) and .venv
 #   ensure_package [EXTRA] pip install -e '.[EXTRA]' into .venv, skipped while setup.cfg and
@@ -44,6 +44,7 @@ ensure_services() {
     local missing=()
     command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
     have_initdb || missing+=(postgresql)
+    command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
     if [ "${#missing[@]}" -gt 0 ]; then
         apt_install "${missing[@]}"
     fi

@@ -18,8 +18,8 @@ from mcp_tenants import __version__
 from mcp_tenants.config import Settings, TenantConfig, env_tenants, redact, validate_tenant_id
 from mcp_tenants.crypto import SecretCodec, generate_key
 from mcp_tenants.errors import InvalidInput, StoreUnavailable, TenantNotFound, TenantsError
+from mcp_tenants.launch import load_env_file
 from mcp_tenants.registry import TenantBackend
-from mcp_tenants.server import load_env_file
 from mcp_tenants.store import TenantStore
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2

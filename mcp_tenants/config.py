@@ -102,7 +102,7 @@ class Redactor:
         """Remember more secrets to mask."""
         with self._lock:
             for secret in secrets:
-                if secret and len(secret) >= self.MIN_LENGTH and secret not in self._known:
+                if isinstance(secret, str) and len(secret) >= self.MIN_LENGTH and secret not in self._known:
                     self._known.add(secret)
                     width = next(w for w in self._WIDTHS if len(secret) >= w)
                     self._index[width].setdefault(secret[:width], []).append(secret)
@@ -255,6 +255,10 @@ class RedisSettings:
     username: str | None = None
     password: str | None = None
     url: str | None = None
+    #: ``REDIS_SENTINELS``: (host, port) of each sentinel; when set the master comes from them.
+    sentinels: tuple[tuple[str, int], ...] = ()
+    sentinel_master: str | None = None
+    sentinel_password: str | None = None
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``redis.Redis`` (or, with a URL, ``redis.Redis.from_url``)."""
@@ -270,6 +274,9 @@ class RedisSettings:
 
     def describe(self) -> str:
         """Where Redis is, for logs and doctor output: never the password."""
+        if self.sentinels:
+            where = ",".join(f"{host}:{port}" for host, port in self.sentinels)
+            return f"sentinel master {self.sentinel_master!r} via {where}"
         if self.url:
             return mask_url(self.url)
         return f"redis://{self.host}:{self.port}/{self.db}"
@@ -281,8 +288,22 @@ class RedisSettings:
         if url and urlsplit(url).scheme not in ("redis", "rediss", "unix"):
             raise InvalidInput(f"REDIS_URL must start with redis://, rediss:// or unix://, got {mask_url(url)!r}")
         password = environ.get("REDIS_PASSWORD") or None
-        redact.add(password, urlsplit(url).password if url else None)
+        sentinels = parse_sentinels(environ.get("REDIS_SENTINELS", ""))
+        master = (environ.get("REDIS_SENTINEL_MASTER") or "").strip() or None
+        if sentinels and not master:
+            raise InvalidInput("REDIS_SENTINELS is set but REDIS_SENTINEL_MASTER is not: name the master to follow")
+        if master and not sentinels:
+            raise InvalidInput("REDIS_SENTINEL_MASTER is set but REDIS_SENTINELS is not: list the sentinels")
+        if sentinels and url and urlsplit(url).scheme == "unix":
+            raise InvalidInput(
+                "REDIS_URL=unix://... cannot be combined with REDIS_SENTINELS: use redis:// or rediss://"
+            )
+        sentinel_password = environ.get("REDIS_SENTINEL_PASSWORD") or None
+        redact.add(password, sentinel_password, urlsplit(url).password if url else None)
         return cls(
+            sentinels=sentinels,
+            sentinel_master=master,
+            sentinel_password=sentinel_password,
             host=environ.get("REDIS_HOST", "redis") or "redis",
             port=parse_int("REDIS_PORT", environ.get("REDIS_PORT", "6379"), minimum=1, maximum=65535),
             db=parse_int("REDIS_DB", environ.get("REDIS_DB", str(default_db)), minimum=0, maximum=1_000_000),
@@ -292,12 +313,32 @@ class RedisSettings:
         )
 
 
+def parse_sentinels(value: str) -> tuple[tuple[str, int], ...]:
+    """``REDIS_SENTINELS``: ``host:port`` pairs, comma-separated (port 26379 when left out)."""
+    sentinels = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        host, port = item, "26379"
+        if item.startswith("["):  # [IPv6]:port
+            host, _, rest = item[1:].partition("]")
+            port = rest.removeprefix(":") or port
+        elif item.count(":") == 1:
+            host, port = item.split(":")
+        if not host or any(c.isspace() or c in "/@[]" for c in host):
+            raise InvalidInput(f"REDIS_SENTINELS entry {shown(item)} is invalid: use host:port,host:port")
+        sentinels.append((host, parse_int("REDIS_SENTINELS port", port, minimum=1, maximum=65535)))
+    return tuple(sentinels)
+
+
 #: (variable, field, default, minimum, maximum) of every numeric limit.
 _LIMITS: tuple[tuple[str, str, int, int, int], ...] = (
     ("MCP_QUERY_MAX_ROWS", "query_max_rows", 1000, 1, 1_000_000),
     ("MCP_RESULT_MAX_BYTES", "result_max_bytes", 1 << 20, 1024, 1 << 30),
     ("MCP_STATEMENT_TIMEOUT_MS", "statement_timeout_ms", 30_000, 1, 24 * 3600 * 1000),
     ("MCP_OBJECT_MAX_BYTES", "object_max_bytes", 1 << 20, 1, 1 << 30),
+    ("MCP_PUT_MAX_BYTES", "put_max_bytes", 1 << 20, 1, 1 << 30),
+    ("MCP_MAX_REQUEST_BYTES", "max_request_bytes", 0, 64 << 10, 1 << 31),
     ("MCP_LIST_MAX_KEYS", "list_max_keys", 1000, 1, 100_000),
     ("MCP_WORKER_THREADS", "worker_threads", 16, 1, 1024),
     ("MCP_POOL_MAX_SIZE", "pool_max_size", 8, 1, 1000),
@@ -305,6 +346,7 @@ _LIMITS: tuple[tuple[str, str, int, int, int], ...] = (
     ("MCP_CONNECT_TIMEOUT_S", "connect_timeout_s", 5, 1, 300),
     ("MCP_MAX_OPEN_TENANTS", "max_open_tenants", 100, 1, 100_000),
     ("MCP_TENANT_IDLE_S", "tenant_idle_s", 600, 1, 7 * 24 * 3600),
+    ("MCP_DRAIN_SECONDS", "drain_seconds", 0, 0, 300),
 )
 
 
@@ -318,6 +360,9 @@ class Settings:
     result_max_bytes: int = 1 << 20
     statement_timeout_ms: int = 30_000
     object_max_bytes: int = 1 << 20
+    put_max_bytes: int = 1 << 20
+    #: 0: derived from put_max_bytes (see ``request_limit``).
+    max_request_bytes: int = 0
     list_max_keys: int = 1000
     worker_threads: int = 16
     pool_max_size: int = 8
@@ -325,6 +370,8 @@ class Settings:
     connect_timeout_s: int = 5
     max_open_tenants: int = 100
     tenant_idle_s: int = 600
+    drain_seconds: int = 0
+    metrics_port: int | None = None
     transport: str = "stdio"
     host: str = "127.0.0.1"
     port: int = 8000
@@ -332,6 +379,7 @@ class Settings:
     allow_unauthenticated: bool = False
     encryption_keys: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
+    allowed_volatile_functions: tuple[str, ...] = ()
     log_level: str = "INFO"
 
     @classmethod
@@ -358,12 +406,23 @@ class Settings:
             ),
             encryption_keys=keys,
             allowed_hosts=tuple(h.strip() for h in env.get("MCP_ALLOWED_HOSTS", "").split(",") if h.strip()),
+            allowed_volatile_functions=tuple(
+                f.strip() for f in env.get("MCP_ALLOWED_VOLATILE_FUNCTIONS", "").split(",") if f.strip()
+            ),
             log_level=(env.get("MCP_LOG_LEVEL", "INFO") or "INFO").upper(),
         )
+        if env.get("MCP_METRICS_PORT", "").strip():
+            values["metrics_port"] = parse_int("MCP_METRICS_PORT", env["MCP_METRICS_PORT"], minimum=1, maximum=65535)
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(server=server, redis=RedisSettings.from_env(env, default_db=default_db), **values)
         settings.validate()
         return settings
+
+    @property
+    def request_limit(self) -> int:
+        """Bytes one protocol message from a client may have (``MCP_MAX_REQUEST_BYTES``); by
+        default 4 MiB, or room for a ``put_object`` of ``MCP_PUT_MAX_BYTES`` as base64 if larger."""
+        return self.max_request_bytes or max(4 << 20, self.put_max_bytes * 4 // 3 + (1 << 20))
 
     def validate(self) -> None:
         """Check the values that no parser above has checked."""

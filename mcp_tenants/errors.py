@@ -6,6 +6,9 @@ into tool errors at one boundary (``mcp_tenants.server``); anything else is repo
 internal error without details.
 """
 
+import difflib
+from collections.abc import Collection
+
 
 class TenantsError(Exception):
     """Base class of every error this project raises on purpose."""
@@ -17,6 +20,14 @@ class InvalidInput(TenantsError):
 
 class TenantNotFound(TenantsError):
     """No tenant with this id in memory, Redis or the environment."""
+
+
+class UnknownTenant(TenantNotFound):
+    """No tenant with this id exists for the caller (missing, or outside the caller's grant)."""
+
+    def __init__(self, tenant_id: str, message: str | None = None) -> None:
+        super().__init__(message or f"unknown tenant {tenant_id!r}")
+        self.tenant_id = tenant_id
 
 
 class TenantProtected(TenantsError):
@@ -49,3 +60,15 @@ class QueryError(TenantsError):
 
 class StorageError(TenantsError):
     """The object store rejected or failed a request."""
+
+
+def unknown_tenant(tenant_id: str, env_prefix: str, candidates: Collection[str] = ()) -> str:
+    """The one message for a tenant that does not exist for the caller, with a "did you mean"
+    drawn only from ``candidates`` (the tenants the caller may see)."""
+    close = difflib.get_close_matches(tenant_id, sorted(candidates), n=3, cutoff=0.6)
+    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    define = f", or define {env_prefix}{tenant_id.upper()}_* environment variables" if env_prefix else ""
+    return (
+        f"unknown tenant {tenant_id!r}{hint}: register it with register_tenant{define}; "
+        "list_tenants shows the known ones"
+    )

@@ -16,8 +16,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from mcp.server.mcpserver import Context
-from mcp.types import LoggingLevel
+import mcp_types as types
+from mcp.server.connection import allowed_log_levels
+from mcp.server.context import ServerRequestContext
+from mcp_types import LoggingLevel
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from mcp_tenants.config import redact
 
@@ -32,6 +35,8 @@ MCP_LEVELS: dict[str, int] = {
     "alert": logging.CRITICAL + 5,
     "emergency": logging.CRITICAL + 10,
 }
+#: A level above every real one: forward nothing.
+NOTHING = logging.CRITICAL + 100
 #: Seconds between progress notifications of a running call.
 PROGRESS_INTERVAL = 1.0
 
@@ -41,8 +46,11 @@ class CallScope:
     """What the worker thread needs to reach the client of the call it runs."""
 
     loop: asyncio.AbstractEventLoop
-    ctx: Context
+    ctx: ServerRequestContext[Any, Any]
+    #: The lowest Python logging level the client takes for this call (above CRITICAL: none).
     min_level: int
+    #: The MCP level names this request may receive (the SDK's per-request rule).
+    allowed: frozenset[str]
 
 
 current_call: contextvars.ContextVar[CallScope | None] = contextvars.ContextVar("mcp_call", default=None)
@@ -71,9 +79,34 @@ class ClientLogHandler(logging.Handler):
         for name, number in MCP_LEVELS.items():  # the highest MCP level not above the record's
             if record.levelno >= number:
                 level = name  # type: ignore[assignment]
+        if level not in scope.allowed:
+            return
         message = redact(record.getMessage())
-        # Fire and forget: the worker thread never waits on the event loop.
-        asyncio.run_coroutine_threadsafe(scope.ctx.log(level, message, logger_name=record.name), scope.loop)
+        notification = types.LoggingMessageNotification(
+            params=types.LoggingMessageNotificationParams(level=level, data=message, logger=record.name)
+        )
+        # Fire and forget: the worker thread never waits on the event loop. Request-scoped, so on
+        # streamable HTTP the line rides the call's own response stream.
+        asyncio.run_coroutine_threadsafe(
+            scope.ctx.session.send_notification(notification, related_request_id=scope.ctx.request_id), scope.loop
+        )
+
+
+def client_log_scope(
+    loop: asyncio.AbstractEventLoop, ctx: ServerRequestContext[Any, Any], chosen_level: int | None
+) -> CallScope:
+    """The log forwarding rule of one call.
+
+    Newer protocol versions opt in per request (the SDK says which levels this request takes);
+    older ones choose a level for the connection with ``logging/setLevel`` (``chosen_level``;
+    None: nothing until the client chooses).
+    """
+    allowed = allowed_log_levels(ctx.protocol_version, ctx.meta)
+    if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        min_level = logging.DEBUG if allowed else NOTHING
+    else:
+        min_level = NOTHING if chosen_level is None else chosen_level
+    return CallScope(loop, ctx, min_level, allowed)
 
 
 class ProgressTicker:
@@ -82,7 +115,7 @@ class ProgressTicker:
     Costs one timer per call; the first notification goes out only after a second.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, ctx: Context, name: str) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, ctx: ServerRequestContext[Any, Any], name: str) -> None:
         self._loop, self._ctx, self._name = loop, ctx, name
         self._started = time.monotonic()
         self._task: asyncio.Task[None] | None = None  # keeps the latest send alive until it finishes
@@ -95,7 +128,7 @@ class ProgressTicker:
 
     async def _send(self, elapsed: float) -> None:
         with contextlib.suppress(Exception):  # progress is a courtesy; it must never fail a call
-            await self._ctx.report_progress(elapsed, None, f"{self._name} running for {elapsed:.0f} s")
+            await self._ctx.session.report_progress(elapsed, None, f"{self._name} running for {elapsed:.0f} s")
 
     def cancel(self) -> None:
         self._handle.cancel()

@@ -26,12 +26,20 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from mcp_tenants.config import TenantConfig, env_tenants, validate_tenant_id
-from mcp_tenants.errors import CorruptEntry, StoreUnavailable, TenantNotFound, TenantProtected, TenantsError
+from mcp_tenants.errors import (
+    CorruptEntry,
+    StoreUnavailable,
+    TenantNotFound,
+    TenantProtected,
+    TenantsError,
+    UnknownTenant,
+    unknown_tenant,
+)
 from mcp_tenants.hostguard import HostGuard
 from mcp_tenants.store import TenantStore
 
@@ -220,11 +228,7 @@ class TenantManager(Generic[C, R]):
         from_env = self.backend.config_type.from_env(tenant_id, self._environ)
         if from_env is not None:
             return from_env, "env"  # type: ignore[return-value]
-        prefix = self.backend.config_type.ENV_PREFIX
-        raise TenantNotFound(
-            f"unknown tenant {tenant_id!r}: register it with register_tenant, or define "
-            f"{prefix}{tenant_id.upper()}_* environment variables; list_tenants shows the known ones"
-        )
+        raise UnknownTenant(tenant_id, unknown_tenant(tenant_id, self.backend.config_type.ENV_PREFIX))
 
     def resource(self, tenant_id: str) -> tuple[C, R]:
         """The config and the open resource of ``tenant_id``, opening it on first use."""
@@ -376,18 +380,31 @@ class TenantManager(Generic[C, R]):
                 except StoreUnavailable:
                     in_store = entry is not None
             if entry is None and not in_store:
-                raise TenantNotFound(f"unknown tenant {tenant_id!r}: nothing to remove")
+                raise UnknownTenant(tenant_id, f"unknown tenant {tenant_id!r}: nothing to remove")
             persisted = self.store.delete(tenant_id) if self.store is not None else False
         logger.info("removed %s tenant %r (persisted: %s)", self.backend.server, tenant_id, persisted)
         return persisted
 
     # -- listing --------------------------------------------------------------------------------
 
-    def list(self, *, limit: int = 100, after: str | None = None) -> tuple[list[dict[str, Any]], str | None, dict]:
+    def known_ids(self) -> set[str]:
+        """Every tenant id this process knows of: memory, the environment and Redis (when up)."""
+        with self._lock:
+            ids = set(self._entries)
+        ids |= self.backend.config_type.env_ids(self._environ)
+        if self.store is not None:
+            with contextlib.suppress(StoreUnavailable):
+                ids |= self.store.ids()
+        return ids
+
+    def list(
+        self, *, limit: int = 100, after: str | None = None, visible: Callable[[str], bool] | None = None
+    ) -> tuple[list[dict[str, Any]], str | None, dict]:
         """A page of known tenants, sorted by id, starting after ``after``.
 
         Returns (tenants, next cursor or None, unreadable stored entries of this page). Tenants
         stored by other processes are listed too; only the page's entries are read from Redis.
+        ``visible`` keeps only the tenants a caller may see.
         """
         with self._lock:
             self._check_open()
@@ -396,7 +413,7 @@ class TenantManager(Generic[C, R]):
         if self.store is not None:
             with contextlib.suppress(StoreUnavailable):  # list what this process knows
                 ids |= self.store.ids()
-        ordered = sorted(tid for tid in ids if after is None or tid > after)
+        ordered = sorted(tid for tid in ids if (after is None or tid > after) and (visible is None or visible(tid)))
         page, more = ordered[:limit], len(ordered) > limit
         errors: dict[str, str] = {}
         missing = [tid for tid in page if tid not in known]

@@ -1,66 +1,66 @@
-"""The MCP server core shared by both servers: worker pool, error boundary, transports, start-up.
+"""The MCP server core shared by both servers: tools, the one call path, the worker pool.
 
-Design: the MCP protocol loop runs on one asyncio event loop; no tool handler ever runs on it.
-Each tool is a plain synchronous function, run in one bounded, named thread pool
-(``MCP_WORKER_THREADS``), so a slow database call never blocks the protocol and the number of
-concurrent handlers is capped in one place. The async wrapper around each tool is also the one
-error boundary: the project's typed errors become tool errors with their (redacted) message, and
-anything else becomes a generic "internal error" with details only in the server log.
+Design: the protocol runs on one asyncio event loop, on the SDK's low-level ``Server``; no tool
+handler ever runs on the loop. Each tool is a plain synchronous function (``toolspec``), run in
+one bounded, named thread pool (``MCP_WORKER_THREADS``), so a slow database call never blocks the
+protocol and the number of concurrent handlers is capped in one place.
 
-While a tool runs, the wrapper keeps its client informed (``feedback``: progress and log
-messages), and a per-tenant gate keeps one slow tenant from occupying every worker.
+Every ``tools/call`` takes the same path, in ``TenantServer.call``: validate the arguments →
+who is calling (the principal) → may they (grant and role) → the tenant's gate → a worker →
+the result → one audit record and the metrics. It is also the one error boundary: the project's
+typed errors become tool errors with their (redacted) message; anything else becomes a generic
+"internal error", with details only in the server log. Tools never check principals themselves.
+
+Why the low-level ``Server`` and not ``MCPServer``: ``MCPServer`` validates every result against
+its output schema and dumps it twice more on the way out; for 100,000 rows that is most of a
+call. Here a result is checked by the code that built it and serialised once, by the transport
+(``ResultPassthrough``).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import contextvars
-import functools
-import inspect
 import logging
-import os
-import signal
-import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-import pydantic_core
-from mcp.server import MCPServer
-from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import CallToolResult, EmptyResult, SetLevelRequestParams, TextContent, ToolAnnotations
-from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+import mcp_types as types
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.lowlevel import Server
 
-from mcp_tenants import __version__
+from mcp_tenants import __version__, rawjson
 from mcp_tenants.config import Settings, redact
-from mcp_tenants.crypto import SecretCodec
-from mcp_tenants.errors import InvalidInput, TenantBusy, TenantsError
+from mcp_tenants.errors import InvalidInput, TenantBusy, TenantsError, UnknownTenant, unknown_tenant
 from mcp_tenants.feedback import (
     LOG_LEVEL_STATE,
     MCP_LEVELS,
-    CallScope,
-    ClientLogHandler,
     ProgressTicker,
+    client_log_scope,
     connection_state,
     current_call,
 )
-from mcp_tenants.hostguard import HostGuard
-from mcp_tenants.httpauth import BearerTokenMiddleware, is_loopback
-from mcp_tenants.registry import TenantBackend, TenantManager
-from mcp_tenants.store import TenantStore
+from mcp_tenants.toolspec import Action, ActionRule, ToolSpec, build_spec
 
 logger = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: Truthful annotations for the three kinds of tool.
-READS = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True)
-WRITES = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False)
-DELETES = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True)
+#: Truthful annotations for the kinds of tool.
+READS = types.ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True)
+WRITES = types.ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False)
+#: Writes that can destroy data: delete, overwrite, run arbitrary DDL.
+DESTRUCTIVE_WRITES = types.ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False)
+DELETES = types.ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True)
+
+#: How long in-flight calls may run on after a stop signal before they are cancelled.
+GRACE_SECONDS = 5.0
+
+#: The principal of the call a worker thread is running.
+_caller: contextvars.ContextVar[Any] = contextvars.ContextVar("mcp_tenants.caller")
 
 
 class TenantGate:
@@ -101,232 +101,296 @@ class TenantGate:
                 del self._slots[tenant_id]
 
 
-class RedactingFormatter(logging.Formatter):
-    """Formats a record, traceback included, then masks every known secret in the text."""
+class CallPolicy(Protocol):
+    """Who is calling and what they may do (``mcp_tenants.access`` implements it)."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+    def principal(self, ctx: ServerRequestContext[Any, Any]) -> Any:
+        """The caller of this request."""
+
+    def authorize(self, principal: Any, action: Action, tenant_id: str | None) -> None:
+        """Raise ``UnknownTenant`` for a tenant outside the grant, ``AccessDenied`` for a missing role."""
+
+    def sees(self, principal: Any, tenant_id: str) -> bool:
+        """True when ``tenant_id`` exists for ``principal`` (for suggestions and listings)."""
+
+    def use(self, principal: Any) -> contextlib.AbstractContextManager[None]:
+        """Make ``principal`` the current caller while a tool runs (in the worker thread)."""
+
+    def redactor(self, principal: Any, tenant_id: str | None, arguments: Mapping[str, Any]) -> Callable[[str], str]:
+        """How to mask secrets in what this call returns."""
 
 
-def configure_logging(level: str) -> None:
-    """Send every log line to stderr (stdout carries only protocol messages in stdio mode)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    # The SDK logs every request at INFO; keep that out of the way unless debugging.
-    for noisy in ("mcp", "httpx", "uvicorn.access"):
-        logging.getLogger(noisy).setLevel(max(logging.getLevelName(level), logging.WARNING))
-    ours = logging.getLogger("mcp_tenants")
-    if not any(isinstance(h, ClientLogHandler) for h in ours.handlers):
-        ours.addHandler(ClientLogHandler())
+class OpenPolicy:
+    """Everyone may do everything: the operator on stdio, until an access policy is installed."""
+
+    def principal(self, ctx: ServerRequestContext[Any, Any]) -> str:
+        return "operator"
+
+    def authorize(self, principal: Any, action: Action, tenant_id: str | None) -> None:
+        return None
+
+    def sees(self, principal: Any, tenant_id: str) -> bool:
+        return True
+
+    def use(self, principal: Any) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def redactor(self, principal: Any, tenant_id: str | None, arguments: Mapping[str, Any]) -> Callable[[str], str]:
+        return redact
+
+
+class CallObserver(Protocol):
+    """Audit and metrics: told about every call once it has ended. Must never block."""
+
+    def call_started(self, tool: str) -> None: ...
+
+    def call_finished(self, record: CallRecord) -> None: ...
+
+
+class CallRecord(dict[str, Any]):
+    """What one call did: time, principal, tenant, tool, subject, outcome, error kind, duration, size."""
+
+
+class ResultPassthrough:
+    """Server middleware: a ``tools/call`` result goes to the transport as the tool built it.
+
+    The SDK validates and re-dumps every result against the protocol's models before it is sent,
+    which for a large structured result costs more than producing it. The call handler hands
+    the runner a small placeholder (validated as usual: envelope, ``_meta``, ``resultType``) and
+    parks the real content here under its request context; this middleware puts it back.
+    """
+
+    def __init__(self) -> None:
+        # Keyed by id(ctx): the runner passes the same context object to the middleware and the
+        # handler, and it lives until the middleware returns, so the key is unique meanwhile.
+        self._parked: dict[int, dict[str, Any]] = {}
+
+    def park(self, ctx: ServerRequestContext[Any, Any], result: dict[str, Any]) -> dict[str, Any]:
+        """A placeholder for ``result`` (a wire-form ``CallToolResult``)."""
+        self._parked[id(ctx)] = result
+        # resultType: required from 2026-07-28 on; the sieve drops it for older versions.
+        return {"content": [], "isError": result.get("isError", False), "resultType": "complete"}
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        try:
+            result = await call_next(ctx)
+        finally:
+            parked = self._parked.pop(id(ctx), None)
+        if parked is None or not isinstance(result, dict):
+            return result
+        return {**result, **parked}
 
 
 class TenantServer:
-    """An ``MCPServer`` whose tools run in a bounded thread pool behind one error boundary."""
+    """The low-level MCP ``Server`` with this project's tools, call path and worker pool."""
 
-    def __init__(self, name: str, settings: Settings, *, instructions: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        *,
+        instructions: str | None = None,
+        env_prefix: str = "",
+        known_ids: Callable[[], set[str]] | None = None,
+    ) -> None:
         self.settings = settings
-        self.mcp = MCPServer(name, version=__version__, instructions=instructions, log_level=settings.log_level)  # type: ignore[arg-type]
+        self.name = name
+        self.policy: CallPolicy = OpenPolicy()
+        self.observers: list[CallObserver] = []
+        self._env_prefix = env_prefix
+        self._known_ids = known_ids or set
+        self._specs: dict[str, ToolSpec] = {}
+        self._listing: types.ListToolsResult | None = None
         self._executor = ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="mcp-tool")
         # A tenant runs at most as many calls as its pool has connections: the rest of its backlog
         # waits here, on the event loop, not in worker threads blocked on its pool. With the
         # defaults (pool 8, workers 16) half the workers stay free for other tenants.
         self._gate = TenantGate(min(settings.pool_max_size, settings.worker_threads), settings.pool_timeout_ms / 1000)
-        # MCPServer has no public hook for logging/setLevel; the low-level server does.
-        self.mcp._lowlevel_server.add_request_handler("logging/setLevel", SetLevelRequestParams, self._set_level)
+        self._passthrough = ResultPassthrough()
+        self.lowlevel: Server[Any] = Server(
+            name,
+            version=__version__,
+            instructions=instructions,
+            on_list_tools=self._list_tools,
+            on_call_tool=self._call_tool,  # type: ignore[arg-type]  # the runner takes wire dicts too
+        )
+        self.lowlevel.middleware.append(self._passthrough)
+        # Registered as a plain handler: the constructor argument for it warns on every start.
+        self.lowlevel.add_request_handler("logging/setLevel", types.SetLevelRequestParams, self._set_level)
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self.draining = False
+        #: True when the transport writes ``RawJson`` values itself (stdio); else they are parsed.
+        self.raw_output = False
 
-    async def _set_level(self, ctx: Any, params: SetLevelRequestParams) -> EmptyResult:
-        connection_state(ctx.session)[LOG_LEVEL_STATE] = MCP_LEVELS[params.level]
-        return EmptyResult()
+    # -- tools --------------------------------------------------------------------------------
 
-    def _client_level(self, ctx: Context) -> int:
-        """The lowest level worth forwarding to this call's client (above CRITICAL: nothing)."""
-        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
-            return logging.DEBUG  # the SDK drops what this request did not opt in to
-        # Until the client chooses a level with logging/setLevel, nothing is forwarded.
-        level: int = connection_state(ctx.session).get(LOG_LEVEL_STATE, logging.CRITICAL + 100)
-        return level
+    def tool(
+        self, annotations: types.ToolAnnotations, *, title: str | None = None, action: ActionRule | None = None
+    ) -> Callable[[F], F]:
+        """Register a plain synchronous function as a tool; its signature is the input schema.
 
-    def tool(self, annotations: ToolAnnotations, *, title: str | None = None) -> Callable[[F], F]:
-        """Register a plain synchronous function as a tool; its signature is the input schema."""
+        ``action`` is what a caller's role must allow (default: from the annotations); a function
+        of the arguments when it depends on them.
+        """
 
         def decorator(fn: F) -> F:
-            name = fn.__name__
-
-            @functools.wraps(fn)
-            async def handler(ctx: Context, **kwargs: Any) -> Any:
-                return await self.call(name, fn, kwargs, ctx)
-
-            # The tool's own parameters plus the SDK's Context, which is injected, not advertised.
-            # Annotations are evaluated here, in the tool's module, where their names are defined.
-            signature = inspect.signature(fn, eval_str=True)
-            context = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context)
-            parameters = [*signature.parameters.values(), context]
-            handler.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
-            handler.__annotations__ = {
-                **{p.name: p.annotation for p in parameters},
-                "return": signature.return_annotation,
-            }
-            self.mcp.add_tool(handler, name=name, title=title, annotations=annotations)
+            spec = build_spec(fn, annotations, title=title, action=action)
+            self._specs[spec.name] = spec
+            self._listing = None
             return fn
 
         return decorator
 
-    async def call(self, name: str, fn: Callable[..., Any], kwargs: dict[str, Any], ctx: Context) -> Any:
-        """Run ``fn`` in the worker pool, turning failures into tool errors a person can act on."""
-        loop = asyncio.get_running_loop()
-        # The copied context carries the call scope into the worker thread (executors do not).
-        run_context = contextvars.copy_context()
-        run_context.run(current_call.set, CallScope(loop, ctx, self._client_level(ctx)))
-        ticker = ProgressTicker(loop, ctx, name)
+    def remove_tool(self, name: str) -> None:
+        """Take a tool off the list (e.g. tenant management when ``MCP_TENANT_TOOLS=off``)."""
+        self._specs.pop(name, None)
+        self._listing = None
+
+    @property
+    def tools(self) -> Mapping[str, ToolSpec]:
+        """The registered tools by name."""
+        return self._specs
+
+    async def _list_tools(
+        self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        if self._listing is None:
+            self._listing = types.ListToolsResult(tools=[spec.listing for spec in self._specs.values()])
+        return self._listing
+
+    async def _set_level(
+        self, ctx: ServerRequestContext[Any, Any], params: types.SetLevelRequestParams
+    ) -> types.EmptyResult:
+        connection_state(ctx.session)[LOG_LEVEL_STATE] = MCP_LEVELS[params.level]
+        return types.EmptyResult()
+
+    # -- the call path ------------------------------------------------------------------------
+
+    async def _call_tool(
+        self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+    ) -> dict[str, Any]:
+        return self._passthrough.park(ctx, await self.call(ctx, params.name, params.arguments))
+
+    async def call(
+        self, ctx: ServerRequestContext[Any, Any], name: str, arguments: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
+        """Run one tool call to its wire-form result (``CallToolResult`` as a dict)."""
+        started = time.monotonic()
+        spec = self._specs.get(name)
+        principal = self.policy.principal(ctx)
+        record = CallRecord(time=time.time(), principal=str(getattr(principal, "name", principal)), tool=name)
+        tenant_id: str | None = None
+        mask: Callable[[str], str] = redact
+        self._enter()
+        for observer in self.observers:
+            observer.call_started(name)
+        ticker = ProgressTicker(asyncio.get_running_loop(), ctx, name)
         try:
-            async with self._gate.slot(kwargs.get("tenant_id")):
-                result = await loop.run_in_executor(self._executor, run_context.run, functools.partial(fn, **kwargs))
-            # The text block carries the same JSON as the structured content, compact: the SDK's
-            # default indents it, which costs time and inflates every large result.
-            text = pydantic_core.to_json(result, fallback=str).decode()
-            return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=result)
+            if spec is None:
+                raise InvalidInput(f"unknown tool {name!r}; tools/list shows the tools of this server")
+            if self.draining:
+                raise TenantBusy("the server is shutting down; retry on another instance or after the restart")
+            kwargs = spec.parse(arguments)
+            tenant_id = kwargs.get("tenant_id") if spec.tenant_scoped else None
+            record.update(tenant=tenant_id, subject=_subject(kwargs))
+            mask = self.policy.redactor(principal, tenant_id, kwargs)
+            self.policy.authorize(principal, spec.action_for(kwargs), tenant_id)
+            async with self._gate.slot(tenant_id):
+                result = await self._run(ctx, spec, principal, kwargs)
+            text = rawjson.dumps(result)
+            record.update(outcome="ok", rows=result.get("row_count"), bytes=len(text))
+            if not self.raw_output and rawjson.holds_raw(result):
+                result = rawjson.decoded(result)
+            return {"content": [{"type": "text", "text": text}], "structuredContent": result, "isError": False}
         except TenantsError as exc:
-            raise ToolError(redact(str(exc))) from None
+            message = self._message(exc, principal, tenant_id)
+            record.update(outcome="error", error=type(exc).__name__)
+            return _error(mask(message))
         except Exception:
             logger.exception("tool %s failed unexpectedly", name)
-            raise ToolError(f"internal error in {name}; the server log has the details") from None
+            record.update(outcome="error", error="InternalError")
+            return _error(f"internal error in {name}; the server log has the details")
         finally:
             ticker.cancel()
+            record["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
+            self._leave()
+            for observer in self.observers:
+                observer.call_finished(record)
+
+    async def _run(
+        self, ctx: ServerRequestContext[Any, Any], spec: ToolSpec, principal: Any, kwargs: dict[str, Any]
+    ) -> Any:
+        loop = asyncio.get_running_loop()
+        # The copied context carries the call scope and the principal into the worker thread.
+        run_context = contextvars.copy_context()
+        chosen = connection_state(ctx.session).get(LOG_LEVEL_STATE)
+        run_context.run(current_call.set, client_log_scope(loop, ctx, chosen))
+
+        run_context.run(_caller.set, principal)
+
+        def work() -> Any:
+            with self.policy.use(principal):
+                return spec.fn(**kwargs)
+
+        return await loop.run_in_executor(self._executor, run_context.run, work)
+
+    def visible(self) -> Callable[[str], bool]:
+        """Inside a tool: which tenant ids exist for the caller of the running call."""
+        principal = _caller.get(None)
+        return lambda tenant_id: self.policy.sees(principal, tenant_id)
+
+    def _message(self, exc: TenantsError, principal: Any, tenant_id: str | None) -> str:
+        """The text a caller sees. Every unknown tenant reads the same, whether it does not exist
+        or is outside the caller's grant; suggestions come only from the tenants the caller sees."""
+        if not isinstance(exc, UnknownTenant):
+            return str(exc)
+        wanted = exc.tenant_id or tenant_id or ""
+        try:
+            candidates = {t for t in self._known_ids() if self.policy.sees(principal, t)}
+        except TenantsError:
+            candidates = set()
+        return unknown_tenant(wanted, self._env_prefix, candidates)
+
+    # -- draining -----------------------------------------------------------------------------
+
+    def _enter(self) -> None:
+        self._in_flight += 1
+        self._idle.clear()
+
+    def _leave(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._idle.set()
+
+    async def drain(self, grace: float = GRACE_SECONDS) -> bool:
+        """Refuse new calls and wait up to ``grace`` seconds for the running ones; True if they all ended."""
+        self.draining = True
+        if self._in_flight == 0:
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), grace)
+        return self._in_flight == 0
 
     def close(self) -> None:
         """Stop accepting work; wait for running handlers, drop queued ones."""
         self._executor.shutdown(wait=True, cancel_futures=True)
 
-    # -- transports ---------------------------------------------------------------------------
 
-    def run(self) -> None:
-        """Serve on the configured transport until stdin closes or a signal arrives."""
-        if self.settings.transport == "stdio":
-            asyncio.run(self.mcp.run_stdio_async())
-        else:
-            asyncio.run(self._serve_http())
-
-    async def _serve_http(self) -> None:
-        import uvicorn  # only the HTTP transport needs it
-
-        settings = self.settings
-        app: Any = self.mcp.streamable_http_app(stateless_http=True, host=settings.host)
-        if settings.auth_token:
-            app = BearerTokenMiddleware(app, settings.auth_token)
-        # On SIGTERM uvicorn waits for open requests, but not for ever: then serve() cancels
-        # what still runs (see ``serve``).
-        config = uvicorn.Config(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_level="warning",
-            lifespan="on",
-            timeout_graceful_shutdown=5,
-        )
-        logger.info("serving streamable HTTP on http://%s:%d/mcp", settings.host, settings.port)
-        await uvicorn.Server(config).serve()
+def _error(message: str) -> dict[str, Any]:
+    return {"content": [{"type": "text", "text": message}], "isError": True}
 
 
-def parse_args(prog: str, argv: Sequence[str] | None) -> argparse.Namespace:
-    """The command line shared by both servers."""
-    parser = argparse.ArgumentParser(prog=prog, description=f"{prog}: multi-tenant MCP server")
-    parser.add_argument("--transport", choices=["stdio", "streamable-http"], help="default: $MCP_TRANSPORT or stdio")
-    parser.add_argument("--host", help="HTTP bind address (default: $MCP_HOST or 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="HTTP port (default: $MCP_PORT or 8000)")
-    parser.add_argument("--env-file", help="read settings from this .env file (default: ./.env when present)")
-    parser.add_argument(
-        "--allow-unauthenticated",
-        action="store_true",
-        default=None,
-        help="allow binding a non-loopback address without MCP_AUTH_TOKEN",
-    )
-    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default: $MCP_LOG_LEVEL or INFO)")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    return parser.parse_args(argv)
+_SUBJECT_MAX = 2048
 
 
-def load_env_file(path: str | None) -> None:
-    """Read a .env file; variables already in the environment win."""
-    from dotenv import load_dotenv
-
-    if path is not None:
-        if not Path(path).is_file():
-            raise InvalidInput(f"--env-file {path!r}: no such file")
-        load_dotenv(path, override=False)
-    elif Path(".env").is_file():
-        load_dotenv(".env", override=False)
-
-
-def serve(
-    prog: str,
-    server: str,
-    make_backend: Callable[[Settings], TenantBackend[Any, Any]],
-    add_tools: Callable[[TenantServer, TenantManager[Any, Any]], None],
-    argv: Sequence[str] | None = None,
-    *,
-    instructions: str | None = None,
-) -> int:
-    """Start-up shared by both servers: settings → logging → Redis and tenants → serve → close."""
-    args = parse_args(prog, argv)
-    try:
-        load_env_file(args.env_file)
-        settings = Settings.from_env(
-            server,
-            transport=args.transport,
-            host=args.host,
-            port=args.port,
-            allow_unauthenticated=args.allow_unauthenticated,
-            log_level=args.log_level.upper() if args.log_level else None,
-        )
-        codec = SecretCodec(settings.encryption_keys)
-        guard = HostGuard(settings.allowed_hosts)
-    except TenantsError as exc:
-        print(f"{prog}: {redact(str(exc))}", file=sys.stderr)
-        return 2
-    configure_logging(settings.log_level)
-    if settings.transport != "stdio" and not settings.auth_token and not is_loopback(settings.host):
-        if not settings.allow_unauthenticated:
-            logger.error(
-                "refusing to serve %s without MCP_AUTH_TOKEN: set a token, bind 127.0.0.1, "
-                "or pass --allow-unauthenticated",
-                settings.host,
-            )
-            return 2
-        logger.warning("serving %s without authentication (--allow-unauthenticated)", settings.host)
-    if not codec.enabled:
-        logger.warning("MCP_TENANT_ENCRYPTION_KEY is not set: tenant secrets are stored in Redis in plain text")
-
-    # SIGTERM ends the server like Ctrl-C does: in-flight calls finish, pools close, exit 0.
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    backend = make_backend(settings)
-    store = TenantStore(settings.redis, backend.server, backend.config_type, codec)
-    manager = TenantManager(
-        backend,
-        store,
-        os.environ,
-        guard=guard,
-        max_open=settings.max_open_tenants,
-        idle_seconds=settings.tenant_idle_s,
-    )
-    app = TenantServer(prog, settings, instructions=instructions)
-    logger.info("%s %s starting (pid %d, %s)", prog, __version__, os.getpid(), settings.transport)
-    manager.open()
-    try:
-        add_tools(app, manager)
-        app.run()
-    except KeyboardInterrupt:
-        logger.info("signal received, shutting down")
-    finally:
-        # Cancel running queries and close the pools first, so the worker threads return at
-        # once; then drain the workers. A second signal meanwhile does not stop the cleanup.
-        with contextlib.suppress(KeyboardInterrupt):
-            manager.close()
-            app.close()
-    return 0
-
-
-def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+def _subject(kwargs: Mapping[str, Any]) -> str | None:
+    """What a call acted on, for the audit trail: the statement, or bucket/key (cut at 2 KiB)."""
+    if isinstance(kwargs.get("sql"), str):
+        subject: str = kwargs["sql"]
+    elif isinstance(kwargs.get("bucket"), str):
+        key = kwargs.get("key")
+        subject = f"{kwargs['bucket']}/{key}" if isinstance(key, str) else kwargs["bucket"]
+    else:
+        return None
+    return subject if len(subject) <= _SUBJECT_MAX else subject[: _SUBJECT_MAX - 3] + "..."

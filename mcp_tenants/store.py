@@ -19,12 +19,13 @@ from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from mcp_tenants.config import RedisSettings, TenantConfig, redact, shown, validate_tenant_id
 from mcp_tenants.crypto import SecretCodec
 from mcp_tenants.errors import CorruptEntry, InvalidInput, StoreUnavailable
+from mcp_tenants.redisconn import make_redis_client
+
+__all__ = ["TenantStore", "events_channel", "key_prefix", "make_redis_client"]  # the factory moved to redisconn
 
 logger = logging.getLogger(__name__)
 
@@ -44,22 +45,6 @@ def key_prefix(server: str) -> str:
 def events_channel(server: str) -> str:
     """The pub/sub channel on which every write to a server's tenants is announced."""
     return f"mcp:{server}:tenant-events"
-
-
-def make_redis_client(settings: RedisSettings, *, timeout: float = 2.0) -> redis.Redis:
-    """A Redis client that fails fast: short timeouts and a single retry."""
-    options: dict[str, Any] = {
-        "socket_connect_timeout": timeout,
-        "socket_timeout": timeout,
-        "retry": Retry(NoBackoff(), 1),
-        "decode_responses": True,
-        "health_check_interval": 30,
-    }
-    kwargs = settings.client_kwargs()
-    url = kwargs.pop("url", None)
-    if url:
-        return redis.Redis.from_url(url, username=settings.username, password=settings.password, **options)
-    return redis.Redis(**kwargs, **options)
 
 
 class TenantStore(Generic[C]):

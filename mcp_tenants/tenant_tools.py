@@ -28,7 +28,7 @@ def add_tenant_tools(app: TenantServer, manager: TenantManager[Any, Any], list_r
     def list_tenants(limit: PageSize = 100, cursor: Cursor = None) -> dict[str, Any]:
         """Tenants sorted by id, with their source (env, redis, or memory when not yet persisted); no
         secrets. When next_cursor is set, call again with cursor=next_cursor for the next page."""
-        tenants, next_cursor, unreadable = manager.list(limit=limit, after=cursor)
+        tenants, next_cursor, unreadable = manager.list(limit=limit, after=cursor, visible=app.visible())
         return {"tenants": tenants, "next_cursor": next_cursor, "unreadable": unreadable}
 
     # The output schema names each server's own tenant fields, so the annotation is set per server

@@ -36,6 +36,8 @@ _BINARY_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f]")
 _RESERVED_PREFIXES = ("xn--", "sthree-")
 _RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", "--x-s3", ".mrap")
 _SHOWN_MAX = 64
+_BASE64_WHITESPACE = (" ", "\t", "\n", "\r", "\v", "\f")
+_BASE64_WHITESPACE_BYTES = "".join(_BASE64_WHITESPACE).encode()
 
 
 def _shown(value: object) -> str:
@@ -176,6 +178,30 @@ def validate_content_type(content_type: object) -> str | None:
     return value
 
 
+def validate_encoding(encoding: object) -> str:
+    """Check a ``content`` encoding: "text" or "base64"."""
+    if encoding not in ENCODINGS:
+        raise InvalidInput(f"encoding must be 'text' or 'base64', got {_shown(encoding)}")
+    return str(encoding)
+
+
+def require_content(content: object) -> str:
+    """Check that a ``content`` argument is a string."""
+    return _require_str(content, "content")
+
+
+def content_size_floor(content: str, encoding: str) -> int:
+    """A lower bound of the bytes ``content`` decodes to, found without copying it.
+
+    Text takes at least one UTF-8 byte per character (exactly one when it is ASCII). Base64 without
+    its ASCII whitespace decodes to three bytes per four characters, less at most two of padding.
+    """
+    if encoding == "text":
+        return len(content)
+    significant = len(content) - sum(map(content.count, _BASE64_WHITESPACE))
+    return max(0, significant // 4 * 3 - 2)
+
+
 def decode_content(content: object, encoding: object) -> bytes:
     """Turn a tool's ``content`` argument into bytes.
 
@@ -183,21 +209,22 @@ def decode_content(content: object, encoding: object) -> bytes:
     is ignored (line-wrapped MIME output is common), anything else outside the alphabet is an error
     rather than silently dropped.
     """
-    if encoding not in ENCODINGS:
-        raise InvalidInput(f"encoding must be 'text' or 'base64', got {_shown(encoding)}")
+    encoding = validate_encoding(encoding)
     text = _require_str(content, "content")
     if encoding == "text":
         try:
             return text.encode("utf-8")
         except UnicodeEncodeError:
             raise InvalidInput("content is not valid Unicode (lone surrogate)") from None
-    compact = "".join(text.split())
     try:
+        # Two C-speed copies at most (ASCII bytes, then without whitespace) before decoding.
+        compact = text.encode("ascii").translate(None, _BASE64_WHITESPACE_BYTES)
         return base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError) as exc:
         # binascii's message ("Incorrect padding", ...) says what is wrong, never the data.
+        reason = "a character outside ASCII" if isinstance(exc, UnicodeEncodeError) else str(exc)
         raise InvalidInput(
-            f"content is not valid base64 ({exc}); use the standard alphabet "
+            f"content is not valid base64 ({reason}); use the standard alphabet "
             "A-Z a-z 0-9 + / with '=' padding, or encoding='text'"
         ) from None
 

@@ -1,8 +1,24 @@
-"""Result types of the MinIO tools: they become the tools' output schemas."""
+"""Result types of the MinIO tools: they become the tools' output schemas.
+
+Lists that can be long (objects, prefixes, buckets, tenants) are published as plain arrays whose
+item shape is written in the description, not as an ``items`` schema: the MCP Python SDK's client
+re-validates every result against the output schema with jsonschema, and an ``items`` schema makes
+it walk every entry (about 100 ms per 1,000 objects; 9 ms with items checked only as objects,
+0.07 ms without). The server still checks the items against these TypedDicts before sending.
+"""
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
+from pydantic import WithJsonSchema
 from typing_extensions import TypedDict
+
+
+def shallow_array(items: str) -> WithJsonSchema:
+    """The JSON schema of an array whose items are described in words, not validated one by one."""
+    schema: dict[str, Any] = {"type": "array", "description": items}
+    return WithJsonSchema(schema)
 
 
 class TenantInfo(TypedDict, total=False):
@@ -21,7 +37,13 @@ class RegisterResult(TypedDict):
 
 
 class ListTenantsResult(TypedDict):
-    tenants: list[TenantInfo]
+    tenants: Annotated[
+        list[TenantInfo],
+        shallow_array(
+            "Tenants sorted by id, each {tenant_id, endpoint, access_key: string, secure: boolean, "
+            "region: string|null, access: 'read-only'|'read-write', source: 'env'|'redis'|'memory'}"
+        ),
+    ]
     next_cursor: str | None
     unreadable: dict[str, str]
 
@@ -32,7 +54,10 @@ class BucketInfo(TypedDict):
 
 
 class BucketsResult(TypedDict):
-    buckets: list[BucketInfo]
+    buckets: Annotated[
+        list[BucketInfo],
+        shallow_array("Buckets, each {name: string, created: string (ISO 8601, UTC) | null}"),
+    ]
 
 
 class BucketCreated(TypedDict):
@@ -53,8 +78,14 @@ class ObjectInfo(TypedDict):
 
 
 class ObjectsPage(TypedDict):
-    objects: list[ObjectInfo]
-    prefixes: list[str]
+    objects: Annotated[
+        list[ObjectInfo],
+        shallow_array(
+            "Objects in key order, each {key: string, size: integer|null, "
+            "last_modified: string (ISO 8601, UTC)|null, etag: string|null}"
+        ),
+    ]
+    prefixes: Annotated[list[str], shallow_array("Common prefixes (strings ending in '/'), in key order")]
     truncated: bool
     next_start_after: str | None
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from minio import Minio
-from pydantic import Field, WithJsonSchema
+from pydantic import Field
 
 from mcp_tenants.errors import AccessDenied
+from mcp_tenants.launch import serve
 from mcp_tenants.minio import tools
+from mcp_tenants.minio.client import TenantSettingError
 from mcp_tenants.minio.results import (
     BucketCreated,
     BucketDeleted,
@@ -24,13 +27,26 @@ from mcp_tenants.minio.results import (
     PresignedUrl,
     RegisterResult,
 )
-from mcp_tenants.minio.tenant import MinioBackend, MinioTenant
+from mcp_tenants.minio.tenant import MinioBackend, MinioTenant, explain_setting
 from mcp_tenants.registry import TenantManager
-from mcp_tenants.server import DELETES, READS, WRITES, TenantServer, serve
+from mcp_tenants.server import DELETES, DESTRUCTIVE_WRITES, READS, WRITES, TenantServer
 from mcp_tenants.tenant_tools import TenantId, add_tenant_tools
+from mcp_tenants.toolspec import Action
 
 Bucket = Annotated[str, Field(description="Bucket name (S3 rules: 3-63 of a-z, 0-9, '.', '-')")]
 Key = Annotated[str, Field(description="Object key (1-1024 bytes of UTF-8)")]
+
+#: Writes that can replace what is there (DESTRUCTIVE_WRITES): put_object and copy_object
+#: overwrite an existing key; presigned_url can mint a PUT URL that lets anyone holding it do the
+#: same (the annotation describes the tool, whatever method one call asks for). Not idempotent:
+#: on a versioned bucket every write adds a version, and every call mints another live URL.
+OVERWRITES = DESTRUCTIVE_WRITES
+
+
+def _presign_action(arguments: Mapping[str, Any]) -> Action:
+    """A download URL is a read; an upload URL needs a role that may write."""
+    return "write" if arguments.get("method") == "PUT" else "read"
+
 
 INSTRUCTIONS = (
     "S3-compatible object storage for many tenants. Call list_tenants to see them; every other "
@@ -44,21 +60,26 @@ def add_tools(app: TenantServer, manager: TenantManager[MinioTenant, Minio]) -> 
 
     add_tenant_tools(app, manager, ListTenantsResult)
 
-    def client(tenant_id: str, *, write: bool = False) -> Minio:
+    @contextlib.contextmanager
+    def client(tenant_id: str, *, write: bool = False) -> Iterator[Minio]:
+        """The tenant's client; a failure caused by one of its settings names where to fix it."""
         config, minio_client = manager.resource(tenant_id)
         if write and not config.writable:
             raise AccessDenied(
                 f'tenant {tenant_id!r} is read-only: register it with access="read-write" '
                 f"(or set MINIO_TENANT_{tenant_id.upper()}_ACCESS=read-write) to allow writes"
             )
-        return minio_client
+        try:
+            yield minio_client
+        except TenantSettingError as exc:
+            raise explain_setting(exc, tenant_id, from_env=manager.is_env_tenant(tenant_id)) from exc
 
     @app.tool(WRITES, title="Register an S3 tenant")
     def register_tenant(
         tenant_id: TenantId,
         endpoint: Annotated[str, Field(description="host:port of the S3 API, without scheme")],
         access_key: Annotated[str, Field(description="Access key id")],
-        secret_key: Annotated[Any, WithJsonSchema({"type": "string", "description": "Secret key (never shown again)"})],
+        secret_key: Annotated[str, Field(description="Secret key (never shown again)")],
         secure: Annotated[bool, Field(description="Use HTTPS")] = False,
         region: Annotated[str | None, Field(description="Region, e.g. us-east-1")] = None,
         access: Literal["read-only", "read-write"] = "read-only",
@@ -77,24 +98,31 @@ def add_tools(app: TenantServer, manager: TenantManager[MinioTenant, Minio]) -> 
             region=region,
             access=access,
         )
-        persisted = manager.register(config)
+        try:
+            persisted = manager.register(config)
+        except TenantSettingError as exc:
+            names = " and ".join(exc.settings)
+            raise exc.with_fix(f"check the {names} argument{'s' if len(exc.settings) > 1 else ''}") from exc
         return {"tenant": config.public(), "persisted": persisted}  # type: ignore[typeddict-item]
 
     @app.tool(READS, title="List buckets")
     def list_buckets(tenant_id: TenantId) -> BucketsResult:
         """The tenant's buckets with their creation time."""
-        return tools.list_buckets(client(tenant_id))
+        with client(tenant_id) as minio_client:
+            return tools.list_buckets(minio_client)
 
     @app.tool(WRITES, title="Create a bucket")
     def create_bucket(tenant_id: TenantId, bucket: Bucket) -> BucketCreated:
         """Create a bucket (read-write tenants only)."""
         config = manager.get(tenant_id)
-        return tools.create_bucket(client(tenant_id, write=True), bucket, region=config.region)
+        with client(tenant_id, write=True) as minio_client:
+            return tools.create_bucket(minio_client, bucket, region=config.region)
 
     @app.tool(DELETES, title="Delete an empty bucket")
     def delete_bucket(tenant_id: TenantId, bucket: Bucket) -> BucketDeleted:
         """Delete a bucket; refuses a bucket that still holds objects (read-write tenants only)."""
-        return tools.delete_bucket(client(tenant_id, write=True), bucket)
+        with client(tenant_id, write=True) as minio_client:
+            return tools.delete_bucket(minio_client, bucket)
 
     @app.tool(READS, title="List objects")
     def list_objects(
@@ -107,20 +135,22 @@ def add_tools(app: TenantServer, manager: TenantManager[MinioTenant, Minio]) -> 
     ) -> ObjectsPage:
         """One page of objects (key, size, last_modified, etag) and common prefixes; truncated=true
         means call again with start_after=next_start_after."""
-        return tools.list_objects(
-            client(tenant_id),
-            bucket,
-            prefix=prefix,
-            recursive=recursive,
-            max_keys=max_keys,
-            start_after=start_after,
-            max_keys_cap=settings.list_max_keys,
-        )
+        with client(tenant_id) as minio_client:
+            return tools.list_objects(
+                minio_client,
+                bucket,
+                prefix=prefix,
+                recursive=recursive,
+                max_keys=max_keys,
+                start_after=start_after,
+                max_keys_cap=settings.list_max_keys,
+            )
 
     @app.tool(READS, title="Object metadata")
     def stat_object(tenant_id: TenantId, bucket: Bucket, key: Key) -> ObjectStat:
         """Size, etag, content type, last modified and user metadata of an object."""
-        return tools.stat_object(client(tenant_id), bucket, key)
+        with client(tenant_id) as minio_client:
+            return tools.stat_object(minio_client, bucket, key)
 
     @app.tool(READS, title="Read an object")
     def get_object(
@@ -132,37 +162,51 @@ def add_tools(app: TenantServer, manager: TenantManager[MinioTenant, Minio]) -> 
     ) -> ObjectContent:
         """Object content: text when it is UTF-8, else base64. At most MCP_OBJECT_MAX_BYTES per call;
         truncated=true tells how to read the rest (offset=next_offset, or presigned_url)."""
-        return tools.get_object(
-            client(tenant_id), bucket, key, offset=offset, length=length, max_bytes=settings.object_max_bytes
-        )
+        with client(tenant_id) as minio_client:
+            return tools.get_object(
+                minio_client, bucket, key, offset=offset, length=length, max_bytes=settings.object_max_bytes
+            )
 
-    @app.tool(WRITES, title="Write an object")
+    @app.tool(OVERWRITES, title="Write an object")
     def put_object(
         tenant_id: TenantId,
         bucket: Bucket,
         key: Key,
-        content: Annotated[str, Field(description="The content, as text or base64")],
+        content: Annotated[
+            str, Field(description="The content, as text or base64; at most MCP_PUT_MAX_BYTES (default 1 MiB)")
+        ],
         encoding: Literal["text", "base64"] = "text",
         content_type: Annotated[str | None, Field(description="MIME type; guessed from the key when omitted")] = None,
     ) -> ObjectWritten:
-        """Create or replace an object (read-write tenants only)."""
-        return tools.put_object(
-            client(tenant_id, write=True), bucket, key, content, encoding=encoding, content_type=content_type
-        )
+        """Create or replace an object (read-write tenants only). For content over
+        MCP_PUT_MAX_BYTES, upload to a presigned_url with method="PUT" instead."""
+        with client(tenant_id, write=True) as minio_client:
+            return tools.put_object(
+                minio_client,
+                bucket,
+                key,
+                content,
+                encoding=encoding,
+                content_type=content_type,
+                max_bytes=settings.put_max_bytes,
+            )
 
     @app.tool(DELETES, title="Delete an object")
     def delete_object(tenant_id: TenantId, bucket: Bucket, key: Key) -> ObjectDeleted:
         """Delete an object (read-write tenants only)."""
-        return tools.delete_object(client(tenant_id, write=True), bucket, key)
+        with client(tenant_id, write=True) as minio_client:
+            return tools.delete_object(minio_client, bucket, key)
 
-    @app.tool(WRITES, title="Copy an object")
+    @app.tool(OVERWRITES, title="Copy an object")
     def copy_object(
         tenant_id: TenantId, source_bucket: Bucket, source_key: Key, bucket: Bucket, key: Key
     ) -> ObjectCopied:
-        """Copy an object server-side, within the tenant (read-write tenants only)."""
-        return tools.copy_object(client(tenant_id, write=True), source_bucket, source_key, bucket, key)
+        """Copy an object server-side, within the tenant, replacing bucket/key if it exists
+        (read-write tenants only)."""
+        with client(tenant_id, write=True) as minio_client:
+            return tools.copy_object(minio_client, source_bucket, source_key, bucket, key)
 
-    @app.tool(READS, title="Presigned URL")
+    @app.tool(OVERWRITES, title="Presigned URL", action=_presign_action)
     def presigned_url(
         tenant_id: TenantId,
         bucket: Bucket,
@@ -170,10 +214,10 @@ def add_tools(app: TenantServer, manager: TenantManager[MinioTenant, Minio]) -> 
         method: Literal["GET", "PUT"] = "GET",
         expires_seconds: Annotated[int, Field(description="1 s to 7 days", ge=1, le=7 * 24 * 3600)] = 3600,
     ) -> PresignedUrl:
-        """A time-limited URL to download (GET) or upload (PUT) an object without credentials.
-        PUT needs a read-write tenant."""
-        minio_client = client(tenant_id, write=method == "PUT")
-        return tools.presigned_url(minio_client, bucket, key, method=method, expires_seconds=expires_seconds)
+        """A time-limited URL to download (GET) or upload (PUT) an object without credentials; anyone
+        holding a PUT URL can overwrite the object until it expires. PUT needs a read-write tenant."""
+        with client(tenant_id, write=method == "PUT") as minio_client:
+            return tools.presigned_url(minio_client, bucket, key, method=method, expires_seconds=expires_seconds)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

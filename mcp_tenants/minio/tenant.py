@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import urllib3
 from minio import Minio
 
 from mcp_tenants.config import Settings, TenantConfig, parse_bool, shown
 from mcp_tenants.errors import InvalidInput
-from mcp_tenants.minio.client import make_client
+from mcp_tenants.minio.client import TenantSettingError, make_client, make_http_client
 from mcp_tenants.minio.tools import check_credentials
 
 
@@ -67,6 +68,12 @@ class MinioTenant(TenantConfig):
         }
 
     @classmethod
+    def env_variable(cls, tenant_id: str, field: str) -> str:
+        """The environment variable that sets ``field`` of tenant ``tenant_id``."""
+        suffix = next(suffix for suffix, name in cls.env_fields().items() if name == field)
+        return f"{cls.ENV_PREFIX}{tenant_id.upper()}_{suffix}"
+
+    @classmethod
     def coerce_env(cls, values: dict[str, Any]) -> dict[str, Any]:
         values = dict(values)
         if "secure" in values:
@@ -74,6 +81,19 @@ class MinioTenant(TenantConfig):
         if not values.get("region"):
             values.pop("region", None)
         return values
+
+
+def explain_setting(error: TenantSettingError, tenant_id: str, *, from_env: bool) -> TenantSettingError:
+    """``error`` with the fix its user can make: an environment variable, or registering again."""
+    if from_env:
+        names = " and ".join(MinioTenant.env_variable(tenant_id, name) for name in error.settings)
+        fix = f"check {names} (environment tenants are read at start: restart the server after the change)"
+    else:
+        names = " and ".join(error.settings)
+        fix = (
+            f"check the tenant's {names}: register it again with corrected values (register_tenant, or mcp-tenants add)"
+        )
+    return error.with_fix(fix, prefix=f"tenant {tenant_id!r}: ")
 
 
 class MinioBackend:
@@ -85,10 +105,19 @@ class MinioBackend:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
+    def http_client(self, config: MinioTenant) -> urllib3.PoolManager:
+        """The connection pool of ``config``'s client: the one place to change how it connects."""
+        return make_http_client(connect_timeout=self.settings.connect_timeout_s)
+
     def open(self, config: MinioTenant) -> Minio:
         """One client per tenant, shared by all worker threads (it is thread-safe)."""
         return make_client(
-            config.endpoint, config.access_key, config.secret_key, secure=config.secure, region=config.region
+            config.endpoint,
+            config.access_key,
+            config.secret_key,
+            secure=config.secure,
+            region=config.region,
+            http_client=self.http_client(config),
         )
 
     def interrupt(self, client: Minio) -> None:

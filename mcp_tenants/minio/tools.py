@@ -12,7 +12,6 @@ import io
 import logging
 import mimetypes
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from xml.etree import ElementTree as ET
 
 from minio import Minio
@@ -22,9 +21,14 @@ from minio.error import MinioException, S3Error
 from urllib3.exceptions import HTTPError
 
 from mcp_tenants.errors import InvalidInput, StorageError, TenantUnreachable
-from mcp_tenants.minio import names
-from mcp_tenants.minio.client import missing_bucket_error, storage_error, storage_errors
-from mcp_tenants.minio.listing import first_entries
+from mcp_tenants.minio import listing, names
+from mcp_tenants.minio.client import (
+    TenantSettingError,
+    head_errors,
+    missing_bucket_error,
+    storage_error,
+    storage_errors,
+)
 from mcp_tenants.minio.results import (
     BucketCreated,
     BucketDeleted,
@@ -53,7 +57,7 @@ def _iso(value: datetime | None) -> str | None:
 
 def _require_bucket(client: Minio, bucket: str) -> None:
     """Fail with NoSuchBucket before a write that some servers would let auto-create it."""
-    with storage_errors(bucket=bucket):
+    with head_errors(client, bucket=bucket):
         exists = client.bucket_exists(bucket)
     if not exists:
         raise missing_bucket_error(bucket)
@@ -62,12 +66,12 @@ def _require_bucket(client: Minio, bucket: str) -> None:
 def _stat(client: Minio, bucket: str, key: str) -> Object:
     """stat_object whose NoSuchKey is refined: a HEAD cannot tell a missing bucket from a key."""
     try:
-        with storage_errors(bucket=bucket, key=key):
+        with head_errors(client, bucket=bucket, key=key):
             return client.stat_object(bucket, key)
     except StorageError as exc:
         if not isinstance(exc.__cause__, S3Error) or exc.__cause__.code != "NoSuchKey":
             raise
-        with storage_errors(bucket=bucket):
+        with head_errors(client, bucket=bucket):
             exists = client.bucket_exists(bucket)
         if not exists:
             raise missing_bucket_error(bucket) from None
@@ -86,9 +90,11 @@ def create_bucket(client: Minio, bucket: str, *, region: str | None = None) -> B
     names.validate_bucket_name(bucket)
     # AWS us-east-1 answers 200 to re-creating one's own bucket; checking first gives every
     # server the same "already exists" answer.
+    with head_errors(client, bucket=bucket):
+        exists = client.bucket_exists(bucket)
+    if exists:
+        raise StorageError(f"bucket {bucket!r} already exists")
     with storage_errors(bucket=bucket):
-        if client.bucket_exists(bucket):
-            raise StorageError(f"bucket {bucket!r} already exists")
         client.make_bucket(bucket, location=region or None)
     logger.info("created bucket %s", bucket)
     return {"bucket": bucket, "created": True}
@@ -100,25 +106,15 @@ def delete_bucket(client: Minio, bucket: str) -> BucketDeleted:
     with storage_errors(bucket=bucket):
         # Some servers (SeaweedFS by default) delete a non-empty bucket with everything in it;
         # a one-key listing makes the refusal ours instead of the server's.
-        listing = client.list_objects(bucket, recursive=True)
-        try:
-            first = next(iter(listing), None)
-        finally:
-            _close(listing)
-        if first is not None:
+        first = listing.list_page(listing.bucket_fetch(client, bucket), count=1).objects
+        if first:
             raise StorageError(
-                f"bucket {bucket!r} is not empty (it holds {first.object_name!r} and maybe more); "
+                f"bucket {bucket!r} is not empty (it holds {first[0]['key']!r} and maybe more); "
                 "delete its objects first"
             )
         client.remove_bucket(bucket)
     logger.info("deleted bucket %s", bucket)
     return {"bucket": bucket, "deleted": True}
-
-
-def _close(iterator: Any) -> None:
-    close = getattr(iterator, "close", None)
-    if close is not None:
-        close()
 
 
 def list_objects(
@@ -141,27 +137,18 @@ def list_objects(
     start_after = names.validate_start_after(start_after)
     page_size = names.validate_max_keys(max_keys, max_keys_cap)
     with storage_errors(bucket=bucket):
-        # minio fetches server pages of up to 1,000 entries lazily; first_entries stops soon
-        # after the page is complete, so the bucket is never listed whole.
-        entries = client.list_objects(bucket, prefix=prefix or None, recursive=bool(recursive), start_after=start_after)
-        try:
-            page, truncated = first_entries(entries, page_size, delimited=not recursive, start_after=start_after)
-        finally:
-            _close(entries)
+        page = listing.list_page(
+            listing.bucket_fetch(client, bucket),
+            prefix=prefix,
+            delimited=not recursive,
+            start_after=start_after,
+            count=page_size,
+        )
     return {
-        "objects": [
-            {
-                "key": entry.object_name or "",
-                "size": entry.size,
-                "last_modified": _iso(entry.last_modified),
-                "etag": entry.etag,
-            }
-            for entry in page
-            if not entry.is_dir
-        ],
-        "prefixes": [entry.object_name or "" for entry in page if entry.is_dir],
-        "truncated": truncated,
-        "next_start_after": page[-1].object_name if truncated else None,
+        "objects": page.objects,
+        "prefixes": page.prefixes,
+        "truncated": page.truncated,
+        "next_start_after": page.next_start_after,
     }
 
 
@@ -274,11 +261,24 @@ def put_object(
     *,
     encoding: str = "text",
     content_type: str | None = None,
+    max_bytes: int,
 ) -> ObjectWritten:
-    """Write ``content`` (text, or base64 for binary) to ``key``, replacing any existing object."""
+    """Write ``content`` (text, or base64 for binary) to ``key``, replacing any existing object.
+
+    At most ``max_bytes`` (decoded). The size is checked before the content is decoded or copied,
+    so an oversized argument costs no memory beyond its own.
+    """
     names.validate_bucket_name(bucket)
     names.validate_object_key(key)
+    encoding = names.validate_encoding(encoding)
+    content = names.require_content(content)
+    floor = names.content_size_floor(content, encoding)
+    if floor > max_bytes:
+        exact = encoding == "text" and content.isascii()
+        raise _too_big(f"{floor}" if exact else f"at least {floor}", max_bytes)
     data = names.decode_content(content, encoding)
+    if len(data) > max_bytes:
+        raise _too_big(str(len(data)), max_bytes)
     content_type = names.validate_content_type(content_type) or _default_content_type(key, encoding)
     _require_bucket(client, bucket)
     with storage_errors(bucket=bucket, key=key):
@@ -291,6 +291,14 @@ def put_object(
         "version_id": result.version_id,
         "size": len(data),
     }
+
+
+def _too_big(size: str, max_bytes: int) -> InvalidInput:
+    return InvalidInput(
+        f"content is {size} bytes, more than put_object takes in one call ({max_bytes} bytes, "
+        "MCP_PUT_MAX_BYTES); for a larger upload call presigned_url with method='PUT' and send "
+        "the file to that URL (for example: curl -T FILE URL)"
+    )
 
 
 def delete_object(client: Minio, bucket: str, key: str) -> ObjectDeleted:
@@ -353,15 +361,16 @@ def check_credentials(client: Minio) -> None:
     """Prove the endpoint answers and accepts the credentials (one ListBuckets call).
 
     Raises ``TenantUnreachable`` saying whether the endpoint could not be reached or refused
-    the credentials.
+    the credentials (a ``TenantSettingError`` when a setting of the tenant is the cause).
     """
     try:
         client.list_buckets()
     except S3Error as exc:
         if exc.code == "AccessDenied":
-            raise TenantUnreachable(
-                "the object store refused the credentials (AccessDenied on ListBuckets): the keys "
-                "are wrong or lack the s3:ListAllMyBuckets permission"
+            raise TenantSettingError(
+                "the object store refused ListBuckets (AccessDenied): the keys are wrong or lack the "
+                "s3:ListAllMyBuckets permission",
+                ("access_key", "secret_key"),
             ) from exc
         error = storage_error(exc)
         if isinstance(error, TenantUnreachable):

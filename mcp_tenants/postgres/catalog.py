@@ -15,7 +15,8 @@ import psycopg
 from psycopg.rows import dict_row
 
 from mcp_tenants.errors import InvalidInput
-from mcp_tenants.postgres.transactions import transaction
+from mcp_tenants.postgres.deadline import Deadline
+from mcp_tenants.postgres.transactions import begin, transaction
 
 Connection = psycopg.Connection[Any]
 
@@ -187,13 +188,9 @@ def _require_schema(cur: psycopg.Cursor[dict[str, Any]], schema: str) -> None:
 def _read_only(conn: Connection) -> Iterator[psycopg.Cursor[dict[str, Any]]]:
     """A dict-row cursor in a READ ONLY transaction that is always rolled back."""
     with (
-        transaction(
-            conn,
-            read_only=True,
-            commit=False,
-            statement_timeout_ms=CATALOG_TIMEOUT_MS,
-            lock_timeout_ms=CATALOG_TIMEOUT_MS,
-        ),
+        Deadline(conn, CATALOG_TIMEOUT_MS) as deadline,
+        transaction(conn, commit=False, deadline=deadline, lock_timeout_ms=CATALOG_TIMEOUT_MS),
         conn.cursor(row_factory=dict_row) as cur,
     ):
+        begin(conn, True, deadline=deadline, lock_timeout_ms=CATALOG_TIMEOUT_MS)
         yield cur

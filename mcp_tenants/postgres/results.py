@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, NotRequired
 
+from pydantic import WithJsonSchema
 from typing_extensions import TypedDict
 
 
@@ -34,16 +35,44 @@ class Column(TypedDict):
     type: str
 
 
+Rows = Annotated[
+    list[Any],
+    WithJsonSchema(
+        {
+            "type": "array",
+            "description": "One JSON array of values per row, in column order (bigint beyond 2^53 and "
+            "inexact numeric as strings, bytea base64, timestamps and intervals ISO 8601)",
+        }
+    ),
+]
+Cut = Annotated[
+    list[Any],
+    WithJsonSchema(
+        {
+            "type": "array",
+            "description": "[row, column] (0-based) of each value that was too wide for the byte cap "
+            "and was replaced by a string of its first characters",
+        }
+    ),
+]
+
+
 class QueryResult(TypedDict):
     columns: list[Column]
-    rows: list[list[Any]]
+    # The schema of rows says "an array" and nothing per cell: a client that validates results
+    # (the MCP Python SDK does, on every call) must not walk every value of every row.
+    rows: Rows
     row_count: int
     truncated: bool
+    cut: NotRequired[Cut]
 
 
 class ExecuteResult(TypedDict):
     status: str
     rowcount: int | None
+    columns: NotRequired[list[Column]]
+    rows: NotRequired[Rows]
+    truncated: NotRequired[bool]
 
 
 class SchemasResult(TypedDict):

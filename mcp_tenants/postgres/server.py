@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, WithJsonSchema
+from pydantic import Field
 
 from mcp_tenants.errors import AccessDenied
+from mcp_tenants.launch import serve
 from mcp_tenants.postgres import tools
+from mcp_tenants.postgres.policy import FunctionPolicy
 from mcp_tenants.postgres.results import (
     ExecuteResult,
     ListTenantsResult,
@@ -20,7 +22,7 @@ from mcp_tenants.postgres.results import (
 )
 from mcp_tenants.postgres.tenant import PostgresBackend, PostgresTenant, checkout
 from mcp_tenants.registry import TenantManager
-from mcp_tenants.server import READS, WRITES, TenantServer, serve
+from mcp_tenants.server import DESTRUCTIVE_WRITES, READS, WRITES, TenantServer
 from mcp_tenants.tenant_tools import TenantId, add_tenant_tools
 
 Schema = Annotated[str, Field(description="Schema name", min_length=1, max_length=63)]
@@ -38,6 +40,7 @@ INSTRUCTIONS = (
 def add_tools(app: TenantServer, manager: TenantManager[PostgresTenant, Any]) -> None:
     """Register the PostgreSQL tools on ``app``."""
     settings = app.settings
+    policy = FunctionPolicy.from_names(settings.allowed_volatile_functions)
 
     add_tenant_tools(app, manager, ListTenantsResult)
 
@@ -47,9 +50,7 @@ def add_tools(app: TenantServer, manager: TenantManager[PostgresTenant, Any]) ->
         host: Annotated[str, Field(description="Database host name or address")],
         database: Annotated[str, Field(description="Database name")],
         user: Annotated[str, Field(description="Login role")],
-        password: Annotated[
-            Any, WithJsonSchema({"type": "string", "description": "Password of the login role (never shown again)"})
-        ],
+        password: Annotated[str, Field(description="Password of the login role (never shown again)")],
         port: Annotated[int, Field(description="Port", ge=1, le=65535)] = 5432,
         sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer",
         access: Literal["read-only", "read-write"] = "read-only",
@@ -103,11 +104,12 @@ def add_tools(app: TenantServer, manager: TenantManager[PostgresTenant, Any]) ->
     ) -> QueryResult:
         """Run one read-only statement (SELECT, WITH, VALUES, TABLE) in a READ ONLY transaction.
 
-        Rows and bytes are capped; truncated=true says more rows exist. Values come back as JSON
-        (bytea as base64, timestamps ISO 8601).
+        Rows and bytes are capped; truncated=true says rows were left out or values cut (cut
+        lists the [row, column] cells shortened to fit). Values come back as JSON (bytea as
+        base64, timestamps ISO 8601). On read-only tenants only non-volatile functions run.
         """
         limit = min(max_rows or settings.query_max_rows, settings.query_max_rows)
-        with checkout(manager, tenant_id) as (_config, conn):
+        with checkout(manager, tenant_id) as (config, conn):
             return tools.query(  # type: ignore[return-value]
                 conn,
                 sql,
@@ -115,11 +117,13 @@ def add_tools(app: TenantServer, manager: TenantManager[PostgresTenant, Any]) ->
                 max_rows=limit,
                 max_bytes=settings.result_max_bytes,
                 statement_timeout_ms=settings.statement_timeout_ms,
+                policy=None if config.writable else policy,
             )
 
-    @app.tool(WRITES, title="Execute a statement (read-write tenants)")
+    @app.tool(DESTRUCTIVE_WRITES, title="Execute a statement (read-write tenants)")
     def execute(tenant_id: TenantId, sql: Sql, params: Params = []) -> ExecuteResult:  # noqa: B006
-        """Run one statement that changes data or schema, and commit it. Read-write tenants only."""
+        """Run one statement that changes data or schema (it can DROP), and commit it. Read-write
+        tenants only. With RETURNING, the rows come back capped like query's."""
         if not manager.get(tenant_id).writable:
             raise AccessDenied(
                 f'tenant {tenant_id!r} is read-only: register it with access="read-write" '
@@ -127,7 +131,12 @@ def add_tools(app: TenantServer, manager: TenantManager[PostgresTenant, Any]) ->
             )
         with checkout(manager, tenant_id) as (_config, conn):
             return tools.execute(  # type: ignore[return-value]
-                conn, sql, list(params), statement_timeout_ms=settings.statement_timeout_ms
+                conn,
+                sql,
+                list(params),
+                statement_timeout_ms=settings.statement_timeout_ms,
+                max_rows=settings.query_max_rows,
+                max_bytes=settings.result_max_bytes,
             )
 
     @app.tool(READS, title="Explain a query")
@@ -144,6 +153,7 @@ def add_tools(app: TenantServer, manager: TenantManager[PostgresTenant, Any]) ->
                 analyze=analyze,
                 read_only=not config.writable,
                 statement_timeout_ms=settings.statement_timeout_ms,
+                policy=policy,
             )
 
 

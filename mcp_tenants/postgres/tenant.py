@@ -93,16 +93,54 @@ class PostgresTenant(TenantConfig):
             "sslmode": self.sslmode,
             "connect_timeout": connect_timeout,
             "application_name": f"mcp-tenants:{self.tenant_id}",
+            # The guard's parser reads UTF-8; the server must read the same characters.
+            "client_encoding": "UTF8",
         }
 
 
+# (words in libpq's or the server's message, the cause in a person's words, the setting to fix)
+_CAUSES = (
+    ("password authentication failed", "the password was refused", "PASSWORD", "password"),
+    ("no password supplied", "the server wants a password", "PASSWORD", "password"),
+    ("does not exist", "{detail}", "DATABASE", "database"),
+    ("role", "{detail}", "USER", "user"),
+    ("pg_hba.conf", "the server's pg_hba.conf has no entry for this host, user and database", "HOST", "host"),
+    (
+        "connection refused",
+        "nothing accepts connections there (the database is down, or the port is wrong)",
+        "PORT",
+        "port",
+    ),
+    ("could not translate host name", "the host name does not resolve", "HOST", "host"),
+    ("name or service not known", "the host name does not resolve", "HOST", "host"),
+    ("timeout expired", "no answer within the connect timeout (host down or unreachable)", "HOST", "host"),
+    ("ssl", "{detail}", "SSLMODE", "sslmode"),
+    ("too many connections", "the server has no free connection slots; retry later", "", ""),
+    ("starting up", "the database is starting up; retry in a moment", "", ""),
+    ("shutting down", "the database is shutting down", "", ""),
+)
+
+
 def describe_connect_error(config: PostgresTenant, exc: Exception) -> str:
-    """A connection failure as a message that names the target but never the password."""
-    reason = redact(str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__)
-    return (
+    """A connection failure as a message that names the cause and what to fix, never the password."""
+    text = str(exc).strip()
+    detail = redact(text.splitlines()[-1] if text else type(exc).__name__)
+    detail = detail.removeprefix("FATAL:").strip()
+    where = (
         f"tenant {config.tenant_id!r}: cannot connect to PostgreSQL at {config.host}:{config.port} "
-        f"database {config.database!r} as {config.user!r}: {reason}"
+        f"database {config.database!r} as {config.user!r}"
     )
+    lowered = text.lower()
+    for words, cause, variable, argument in _CAUSES:
+        if words in lowered:
+            fix = ""
+            if variable:
+                fix = (
+                    f"; fix POSTGRES_TENANT_{config.tenant_id.upper()}_{variable} (a tenant from the environment) "
+                    f"or register_tenant's {argument} argument"
+                )
+            return f"{where}: {cause.format(detail=detail)}{fix}"
+    return f"{where}: {detail}"
 
 
 # When each pooled connection last went idle: connected, or reset after a call. The pool's worker
@@ -150,12 +188,42 @@ class TenantPool(ConnectionPool[psycopg.Connection[Any]]):
         # Set before the base class starts its workers. The lock guards only the set.
         self._lent: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
         self._lent_lock = threading.Lock()
+        # The last attempt to connect failed with this (None: it succeeded). One reference
+        # assignment, read and written without a lock.
+        self._connect_error: Exception | None = None
         super().__init__(*args, **kwargs)
 
     def getconn(self, timeout: float | None = None) -> psycopg.Connection[Any]:
-        conn = super().getconn(timeout)
+        """A connection; when the pool has none yet, or the last attempt to connect failed, and
+        none is idle, this thread connects itself, so that the caller gets the real cause at once (not a pool timeout),
+        or a connection at once when the database is back (not after the pool's backoff)."""
+        first = self._nconns == 0 or self._connect_error is not None
+        conn = self._connect_now() if first and not self._pool else None
+        if conn is None:
+            conn = super().getconn(timeout)
         with self._lent_lock:
             self._lent.add(conn)
+        return conn
+
+    def _connect(self, timeout: float | None = None) -> psycopg.Connection[Any]:
+        try:
+            conn = super()._connect(timeout)
+        except Exception as exc:
+            self._connect_error = exc
+            raise
+        self._connect_error = None
+        return conn
+
+    def _connect_now(self) -> psycopg.Connection[Any] | None:
+        """Connect in the caller's thread; raises the failure. None when the pool is full."""
+        conn = self._connect()
+        with self._lock:  # the pool's own lock guards its count of connections
+            adopt = self._nconns < self.max_size
+            if adopt:
+                self._nconns += 1
+        if not adopt:
+            conn.close()
+            return None
         return conn
 
     def putconn(self, conn: psycopg.Connection[Any]) -> None:

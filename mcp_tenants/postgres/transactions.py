@@ -2,6 +2,10 @@
 
 One rule for every tool: it finds the connection idle and leaves it idle, whether it returns or
 raises, and lets no psycopg error escape untranslated.
+
+Every transaction starts with the same settings (``begin_statements``): the timeouts, the value
+formats the results depend on, and ``standard_conforming_strings = on`` so that the server scans
+string literals exactly as the guard's parser did, whatever the role or database default is.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ import psycopg
 from psycopg import pq
 
 from mcp_tenants.errors import InvalidInput, TenantUnreachable
+from mcp_tenants.postgres.deadline import Deadline
 from mcp_tenants.postgres.diagnostics import user_error
+from mcp_tenants.postgres.policy import FunctionPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -23,44 +29,85 @@ Connection = psycopg.Connection[Any]
 
 _IDLE = pq.TransactionStatus.IDLE
 _LOST = "connection to the database was lost; retry"
-_BEGIN = {True: "BEGIN READ ONLY", False: "BEGIN READ WRITE", None: "BEGIN"}
+_BEGIN = {True: b"BEGIN READ ONLY", False: b"BEGIN READ WRITE", None: b"BEGIN"}
+_SETTINGS = (
+    "SELECT pg_catalog.set_config('statement_timeout', $1, true),"
+    " pg_catalog.set_config('lock_timeout', $2, true),"
+    " pg_catalog.set_config('idle_in_transaction_session_timeout', $3, true),"
+    " pg_catalog.set_config('standard_conforming_strings', 'on', true),"
+    " pg_catalog.set_config('IntervalStyle', 'iso_8601', true),"
+    " pg_catalog.set_config('DateStyle', 'ISO, YMD', true)"
+)
+# PostgreSQL 17 and newer end a transaction that outlives this, wherever it is.
+_SETTINGS_17 = _SETTINGS + ", pg_catalog.set_config('transaction_timeout', $4, true)"
+#: Grace after the deadline before the server ends a session idle in its transaction.
+IDLE_GRACE_MS = 5_000
+
+
+def begin_statements(
+    read_only: bool | None, *, statement_timeout_ms: int, lock_timeout_ms: int, server_version: int
+) -> list[tuple[bytes | str, list[str]]]:
+    """BEGIN and the transaction's local settings, as (sql, params) for the extended protocol.
+
+    ``read_only=None`` keeps the server's default, so a role that defaults to read-only
+    transactions stays read-only.
+    """
+    for name, value in (("statement_timeout_ms", statement_timeout_ms), ("lock_timeout_ms", lock_timeout_ms)):
+        if type(value) is not int or value < 1:
+            raise InvalidInput(f"{name} must be a positive integer, got {value!r}")
+    params = [str(statement_timeout_ms), str(min(lock_timeout_ms, statement_timeout_ms))]
+    params.append(str(statement_timeout_ms + IDLE_GRACE_MS))
+    settings = _SETTINGS
+    if server_version >= 170_000:
+        settings, params = _SETTINGS_17, [*params, str(statement_timeout_ms + IDLE_GRACE_MS)]
+    return [(_BEGIN[read_only], []), (settings, params)]
+
+
+def begin(conn: Connection, read_only: bool | None, *, deadline: Deadline, lock_timeout_ms: int) -> None:
+    """Send BEGIN and the settings in one round trip (for tools that need nothing else with them)."""
+    statements = begin_statements(
+        read_only,
+        statement_timeout_ms=deadline.remaining_ms(),
+        lock_timeout_ms=lock_timeout_ms,
+        server_version=conn.info.server_version,
+    )
+    with conn.pipeline(), psycopg.RawCursor(conn) as cur:
+        for sql, params in statements:
+            cur.execute(sql, params, prepare=False)
 
 
 @contextmanager
 def transaction(
     conn: Connection,
     *,
-    read_only: bool | None,
     commit: bool,
-    statement_timeout_ms: int,
+    deadline: Deadline,
     lock_timeout_ms: int,
     sql: str = "",
     offset: int = 0,
+    policy: FunctionPolicy | None = None,
+    tool: str = "query",
 ) -> Iterator[None]:
-    """One transaction with local timeouts, committed only when ``commit`` and nothing failed.
+    """The body sends BEGIN (``begin`` or ``begin_statements``); this ends the transaction.
 
-    ``read_only=True`` begins it READ ONLY; ``None`` keeps the server's default, so a role that
-    defaults to read-only transactions stays read-only. ``sql`` and ``offset`` place error
-    positions in the caller's text (see ``diagnostics.user_error``).
+    Committed only when ``commit`` and nothing failed, else rolled back. Errors become
+    ``TenantsError``s: the deadline's timeout, the function policy's refusal, PostgreSQL's own
+    message with positions placed in ``sql`` (``offset``: characters the tool put before it).
     """
-    begin = begin_command(read_only, statement_timeout_ms=statement_timeout_ms, lock_timeout_ms=lock_timeout_ms)
     try:
         if conn.info.transaction_status != _IDLE:
             logger.warning("connection handed over inside a transaction; rolling it back")
             conn.rollback()
-        # The BEGIN is ours, so that it and its settings take one round trip. Without autocommit
-        # psycopg would send a BEGIN of its own first, and ours would only warn inside it: switch
-        # it on while the connection is idle (the server's pools open connections with it on).
+        # The BEGIN is ours, so that it and its settings share a round trip. Without autocommit
+        # psycopg would send a BEGIN of its own first: switch it on while the connection is idle.
         restore_autocommit = not conn.autocommit
         if restore_autocommit:
             conn.autocommit = True
         try:
-            # The simple query protocol runs every statement of this text: it is our own constant
-            # SQL with validated integers in it, never anything of the caller's.
-            conn.execute(begin, prepare=False)
             yield
             if commit:
-                conn.commit()
+                with psycopg.RawCursor(conn) as cur:
+                    cur.execute(b"COMMIT", prepare=False)
         finally:
             _make_idle(conn)
             if restore_autocommit and not conn.closed:
@@ -68,25 +115,14 @@ def transaction(
     except psycopg.Error as exc:
         if conn.broken or conn.closed:
             raise TenantUnreachable(_LOST) from exc
+        if deadline.expired:
+            raise deadline.error() from exc
+        refusal = policy.refusal(exc.diag.message_primary or "", tool) if policy else None
+        if refusal is not None:
+            raise refusal from None
         raise user_error(
-            exc, sql=sql, offset=offset, statement_timeout_ms=statement_timeout_ms, lock_timeout_ms=lock_timeout_ms
+            exc, sql=sql, offset=offset, statement_timeout_ms=deadline.timeout_ms, lock_timeout_ms=lock_timeout_ms
         ) from exc
-
-
-def begin_command(read_only: bool | None, *, statement_timeout_ms: int, lock_timeout_ms: int) -> bytes:
-    """``BEGIN`` and the transaction's ``SET LOCAL`` settings as one simple-protocol text.
-
-    SET LOCAL ends with the transaction, committed or not. The timeouts are formatted from
-    integers checked here, so nothing but digits reaches the text.
-    """
-    for name, value in (("statement_timeout_ms", statement_timeout_ms), ("lock_timeout_ms", lock_timeout_ms)):
-        if type(value) is not int or value < 1:
-            raise InvalidInput(f"{name} must be a positive integer, got {value!r}")
-    return (
-        f"{_BEGIN[read_only]}; SET LOCAL statement_timeout = {statement_timeout_ms:d};"
-        f" SET LOCAL lock_timeout = {lock_timeout_ms:d}; SET LOCAL IntervalStyle = iso_8601;"
-        " SET LOCAL DateStyle = 'ISO, YMD'"
-    ).encode()
 
 
 def _make_idle(conn: Connection) -> None:

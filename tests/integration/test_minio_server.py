@@ -7,7 +7,9 @@ import uuid
 
 import pytest
 
-from mcp_tenants.devservices import free_ports
+from mcp_tenants.devservices import S3Service, free_ports
+from tests import audit
+from tests.conftest import running
 
 from .stdio import ServerProcess, Session
 from .tenants import MINIO_TOOLS
@@ -74,7 +76,8 @@ def test_wrong_secret_is_refused_and_nothing_is_stored(make_server, s3_service, 
 
     async def scenario(session: Session):
         error = await session.fail("register_tenant", **register_args(s3_service, secret_key="wrong-secret-123"))
-        assert "credentials" in error and "wrong-secret-123" not in error
+        assert "SignatureDoesNotMatch" in error and "check the secret_key argument" in error
+        assert "wrong-secret-123" not in error
         assert (await session.call("list_tenants"))["tenants"] == []
 
     server.run(scenario)
@@ -193,3 +196,118 @@ def test_every_tool_answers_through_mcp_with_its_output_schema(make_server, s3_s
     transcript = server.run(scenario)
     assert not any("X-Amz-Signature" in text for text in server.logs().splitlines())
     assert all(s3_service.secret_key not in text for text in transcript)
+
+
+def test_annotations_say_which_tools_can_overwrite_or_mint_upload_urls(make_server):
+    server = make_server()
+
+    async def scenario(session: Session):
+        return {t.name: t.annotations for t in (await session.client.list_tools()).tools}
+
+    annotations = server.run(scenario)
+    for tool in ("put_object", "copy_object", "presigned_url"):
+        assert annotations[tool].read_only_hint is False, tool
+        assert annotations[tool].destructive_hint is True, tool
+    for tool in ("list_objects", "get_object", "stat_object", "list_buckets"):
+        assert annotations[tool].read_only_hint is True, tool
+
+
+def test_output_schemas_never_make_a_validating_client_walk_every_entry(make_server):
+    server = make_server()
+
+    async def scenario(session: Session):
+        return {t.name: t.output_schema for t in (await session.client.list_tools()).tools}
+
+    def walks_items(schema) -> bool:
+        if isinstance(schema, dict):
+            return "items" in schema or any(map(walks_items, schema.values()))
+        if isinstance(schema, list):
+            return any(walks_items(v) for v in schema)
+        return False
+
+    schemas = server.run(scenario)
+    assert not [name for name, schema in schemas.items() if walks_items(schema)]
+    objects = schemas["list_objects"]["properties"]["objects"]
+    assert objects["type"] == "array" and "last_modified" in objects["description"]
+
+
+def test_put_object_over_mcp_put_max_bytes_is_refused_before_it_is_written(make_server, s3_service):
+    server = make_server(MCP_PUT_MAX_BYTES="1000")
+    bucket = f"cap-{uuid.uuid4().hex[:12]}"
+
+    async def scenario(session: Session):
+        await session.call("register_tenant", **register_args(s3_service, access="read-write"))
+        await session.call("create_bucket", tenant_id="media", bucket=bucket)
+        error = await session.fail("put_object", tenant_id="media", bucket=bucket, key="big", content="x" * 1001)
+        assert "1001 bytes" in error and "MCP_PUT_MAX_BYTES" in error and "presigned_url" in error
+        written = await session.call("put_object", tenant_id="media", bucket=bucket, key="ok", content="x" * 1000)
+        assert written["size"] == 1000
+        listed = await session.call("list_objects", tenant_id="media", bucket=bucket)
+        assert [o["key"] for o in listed["objects"]] == ["ok"]
+        await session.call("delete_object", tenant_id="media", bucket=bucket, key="ok")
+        await session.call("delete_bucket", tenant_id="media", bucket=bucket)
+
+    server.run(scenario)
+
+
+def env_tenant(tenant_id: str, endpoint: str, access_key: str, secret_key: str) -> dict[str, str]:
+    prefix = f"MINIO_TENANT_{tenant_id.upper()}_"
+    return {
+        prefix + "ENDPOINT": endpoint,
+        prefix + "ACCESS_KEY": access_key,
+        prefix + "SECRET_KEY": secret_key,
+        prefix + "REGION": "us-east-1",
+    }
+
+
+def test_environment_tenants_with_a_wrong_setting_get_the_cause_and_the_variable_to_fix(make_server, s3_service):
+    (closed_port,) = free_ports(1)
+    server = make_server(
+        **env_tenant("badsecret", s3_service.endpoint, s3_service.access_key, "Wr0ng-secret-1"),
+        **env_tenant("badkey", s3_service.endpoint, "nobody-at-all", "Wr0ng-secret-1"),
+        **env_tenant("nohost", "no-such-host.invalid:9000", s3_service.access_key, "Wr0ng-secret-1"),
+        **env_tenant("noserver", f"127.0.0.1:{closed_port}", s3_service.access_key, "Wr0ng-secret-1"),
+    )
+    expected = {
+        "badsecret": ("SignatureDoesNotMatch", "MINIO_TENANT_BADSECRET_SECRET_KEY"),
+        "badkey": ("InvalidAccessKeyId", "MINIO_TENANT_BADKEY_ACCESS_KEY"),
+        "nohost": ("'no-such-host.invalid' does not resolve", "MINIO_TENANT_NOHOST_ENDPOINT"),
+        "noserver": ("Connection refused", "MINIO_TENANT_NOSERVER_ENDPOINT"),
+    }
+
+    async def scenario(session: Session):
+        for tenant_id, (cause, variable) in expected.items():
+            # list_buckets is a GET (an error body); stat_object a HEAD (none): same answer.
+            for tool, args in [("list_buckets", {}), ("stat_object", {"bucket": "some-bucket", "key": "k"})]:
+                error = await session.fail(tool, tenant_id=tenant_id, **args)
+                assert f"tenant {tenant_id!r}" in error and cause in error and f"check {variable}" in error, error
+                assert "busy" not in error and "AccessDenied" not in error
+
+    server.run(scenario)
+    # A refused or unresolvable connect is reported, not retried.
+    assert "Retrying" not in server.logs()
+
+
+@pytest.fixture
+def own_s3():
+    """An S3 server of this test's own, to stop and start again (same port, same keys)."""
+    service = S3Service()
+    audit.secret(service.secret_key, service.ro_secret_key)
+    yield from running(service)
+
+
+def test_a_store_that_goes_down_is_named_and_the_next_call_after_it_returns_works(make_server, own_s3):
+    server = make_server()
+
+    async def scenario(session: Session):
+        await session.call("register_tenant", **register_args(own_s3))
+        assert "buckets" in await session.call("list_buckets", tenant_id="media")
+        own_s3.stop()
+        error = await session.fail("list_buckets", tenant_id="media")
+        assert "Connection refused (nothing listens there: the object store is down, or the endpoint is wrong)" in error
+        assert "check the tenant's endpoint: register it again" in error
+        own_s3.start()
+        assert (await session.call("list_buckets", tenant_id="media"))["buckets"] == []
+
+    server.run(scenario)
+    assert "Retrying" not in server.logs()

@@ -14,9 +14,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from minio.deleteobjects import DeleteObject
 
-from mcp_tenants.errors import InvalidInput, StorageError, TenantUnreachable
+from mcp_tenants.errors import InvalidInput, StorageError
 from mcp_tenants.minio import tools
-from mcp_tenants.minio.client import make_client
+from mcp_tenants.minio.client import TenantSettingError, make_client
 
 pytestmark = pytest.mark.integration
 
@@ -351,7 +351,9 @@ def test_get_object_of_an_empty_object(admin, bucket):
 
 def test_binary_content_round_trips_through_base64(admin, bucket):
     data = bytes(range(256)) * 40
-    written = tools.put_object(admin, bucket, "bin/blob", base64.b64encode(data).decode(), encoding="base64")
+    written = tools.put_object(
+        admin, bucket, "bin/blob", base64.b64encode(data).decode(), encoding="base64", max_bytes=MIB
+    )
     assert written["size"] == len(data) and written["etag"]
     assert read_raw(admin, bucket, "bin/blob") == data
     got = tools.get_object(admin, bucket, "bin/blob", max_bytes=MIB)
@@ -372,20 +374,44 @@ def test_binary_content_round_trips_through_base64(admin, bucket):
 )
 def test_put_object_content_type(admin, bucket, key, encoding, content_type, expected):
     content = "aGVsbG8=" if encoding == "base64" else "hello"
-    tools.put_object(admin, bucket, key, content, encoding=encoding, content_type=content_type)
+    tools.put_object(admin, bucket, key, content, encoding=encoding, content_type=content_type, max_bytes=MIB)
     assert tools.stat_object(admin, bucket, key)["content_type"] == expected
 
 
 def test_put_object_into_a_missing_bucket_says_so(admin):
     name = unique_bucket()
     with pytest.raises(StorageError, match=f"bucket '{name}' does not exist"):
-        tools.put_object(admin, name, "k", "x")
+        tools.put_object(admin, name, "k", "x", max_bytes=MIB)
     assert not admin.bucket_exists(name)
 
 
 def test_put_object_with_bad_base64_fails_before_the_network(admin, bucket):
     with pytest.raises(InvalidInput, match="content is not valid base64"):
-        tools.put_object(admin, bucket, "k", "not base64!", encoding="base64")
+        tools.put_object(admin, bucket, "k", "not base64!", encoding="base64", max_bytes=MIB)
+
+
+@pytest.mark.parametrize(
+    ("content", "encoding", "size"),
+    [
+        ("x" * (MIB + 1), "text", f"{MIB + 1} bytes"),
+        ("é" * (MIB // 2 + 1), "text", f"{MIB + 2} bytes"),
+        (base64.b64encode(b"\0" * (MIB + 3)).decode(), "base64", "at least"),
+    ],
+    ids=["ascii", "utf-8", "base64"],
+)
+def test_put_object_over_the_cap_is_refused_and_points_at_presigned_url(admin, bucket, content, encoding, size):
+    with pytest.raises(InvalidInput, match="MCP_PUT_MAX_BYTES") as err:
+        tools.put_object(admin, bucket, "big", content, encoding=encoding, max_bytes=MIB)
+    assert size in str(err.value)
+    assert "presigned_url with method='PUT'" in str(err.value)
+    assert not [o.object_name for o in admin.list_objects(bucket)]
+
+
+def test_put_object_at_the_cap_is_written_with_base64_line_breaks_ignored(admin, bucket):
+    data = os.urandom(MIB)
+    wrapped = "\n".join(base64.encodebytes(data).decode().split("\n"))
+    assert tools.put_object(admin, bucket, "exact", wrapped, encoding="base64", max_bytes=MIB)["size"] == MIB
+    assert read_raw(admin, bucket, "exact") == data
 
 
 def test_delete_object_removes_it_and_a_missing_key_is_reported(admin, bucket):
@@ -456,29 +482,63 @@ def test_check_credentials_accepts_valid_admin_and_read_only_keys(admin, reader)
     tools.check_credentials(reader)
 
 
-def test_wrong_secret_key_is_unreachable_and_the_secret_is_not_shown(s3_service):
+def test_wrong_secret_key_names_the_secret_key_and_never_shows_it(s3_service):
     wrong_secret = "Wr0ng-" + uuid.uuid4().hex
     client = make_client(s3_service.endpoint, s3_service.access_key, wrong_secret, region=s3_service.region)
-    with pytest.raises(TenantUnreachable, match="rejected the tenant's credentials") as err:
+    with pytest.raises(TenantSettingError, match="secret key does not match the access key") as err:
         tools.check_credentials(client)
+    assert err.value.settings == ("secret_key",)
     assert wrong_secret not in str(err.value)
     assert s3_service.secret_key not in str(err.value)
 
 
-def test_unknown_access_key_is_unreachable(s3_service):
+def test_unknown_access_key_names_the_access_key(s3_service):
     client = make_client(
         s3_service.endpoint, "nobody-" + uuid.uuid4().hex[:8], "whatever-secret", region=s3_service.region
     )
-    with pytest.raises(TenantUnreachable, match="access key is unknown"):
+    with pytest.raises(TenantSettingError, match=r"does not know the access key \(InvalidAccessKeyId\)") as err:
         tools.check_credentials(client)
+    assert err.value.settings == ("access_key",)
 
 
-def test_unreachable_endpoint_fails_with_tenant_unreachable(bucket):
+def test_wrong_keys_on_head_requests_get_the_real_cause_not_access_denied(s3_service, admin, bucket):
+    # stat_object and bucket_exists are HEAD requests: the store's answer has no body, so the
+    # cause (SignatureDoesNotMatch, InvalidAccessKeyId) must be found another way.
+    put_raw(admin, bucket, "there.txt", b"x")
+    wrong_secret = make_client(s3_service.endpoint, s3_service.access_key, "Wr0ng-secret", region=s3_service.region)
+    unknown_key = make_client(s3_service.endpoint, "nobody-at-all", "Wr0ng-secret", region=s3_service.region)
+    calls = [
+        lambda c: tools.stat_object(c, bucket, "there.txt"),
+        lambda c: tools.get_object(c, bucket, "there.txt", max_bytes=MIB),
+        lambda c: tools.put_object(c, bucket, "new.txt", "x", max_bytes=MIB),
+        lambda c: tools.presigned_url(c, bucket, "there.txt"),
+        lambda c: tools.create_bucket(c, unique_bucket()),
+    ]
+    for call in calls:
+        with pytest.raises(TenantSettingError, match="SignatureDoesNotMatch") as err:
+            call(wrong_secret)
+        assert err.value.settings == ("secret_key",)
+        with pytest.raises(TenantSettingError, match="InvalidAccessKeyId"):
+            call(unknown_key)
+
+
+def test_https_to_a_plain_http_store_names_the_secure_setting(s3_service):
+    client = make_client(s3_service.endpoint, s3_service.access_key, s3_service.secret_key, secure=True)
+    with pytest.raises(TenantSettingError, match="TLS handshake failed") as err:
+        tools.check_credentials(client)
+    assert err.value.settings == ("secure",)
+
+
+def test_unreachable_endpoint_is_reported_at_once_naming_the_endpoint(bucket):
     client = make_client(f"127.0.0.1:{closed_port()}", "key", "secret", region="us-east-1")
-    with pytest.raises(TenantUnreachable, match=r"cannot reach the object store at 127\.0\.0\.1"):
+    with pytest.raises(TenantSettingError, match=r"cannot reach the object store at 127\.0\.0\.1") as err:
         tools.check_credentials(client)
-    with pytest.raises(TenantUnreachable, match="Connection refused"):
+    assert err.value.settings == ("endpoint",)
+    with pytest.raises(TenantSettingError, match=r"Connection refused \(nothing listens there"):
         tools.get_object(client, bucket, "any", max_bytes=MIB)
+    unresolvable = make_client("no-such-host.invalid:9000", "key", "secret", region="us-east-1")
+    with pytest.raises(TenantSettingError, match=r"the host name 'no-such-host\.invalid' does not resolve"):
+        tools.list_objects(unresolvable, bucket, max_keys_cap=10)
 
 
 @pytest.mark.parametrize(
@@ -503,7 +563,7 @@ def test_an_endpoint_that_is_not_s3_is_reported_as_such(content_type, body):
     thread.start()
     try:
         client = make_client(f"127.0.0.1:{server.server_port}", "k", "s", region="us-east-1")
-        with pytest.raises(TenantUnreachable, match="not an S3 response"):
+        with pytest.raises(TenantSettingError, match="not an S3 response"):
             tools.check_credentials(client)
     finally:
         server.shutdown()
@@ -523,7 +583,7 @@ def test_read_only_identity_can_list_and_read(admin, reader, bucket):
 
 def test_read_only_identity_cannot_put_and_gets_a_clear_access_denied(reader, bucket):
     with pytest.raises(StorageError, match="AccessDenied") as err:
-        tools.put_object(reader, bucket, "forbidden.txt", "nope")
+        tools.put_object(reader, bucket, "forbidden.txt", "nope", max_bytes=MIB)
     assert f"'forbidden.txt' in bucket '{bucket}'" in str(err.value)
     assert "lack permission" in str(err.value)
     with pytest.raises(StorageError, match="AccessDenied"):

@@ -148,7 +148,7 @@ def test_query_returns_every_column_type_as_json(call: Callable[..., Any]) -> No
         "customer_id": 1,
         "total": 1234.5,
         "placed": "2024-02-29",
-        "created": "2024-02-29T13:14:15.500000",
+        "created": "2024-02-29T13:14:15.5",
         "seen": "2024-02-29T11:14:15+00:00",
         "wait": "P1Y2M3DT4H5M6S",
         "ref": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
@@ -237,12 +237,20 @@ def test_query_runs_read_only_with_its_settings_and_keeps_autocommit(
         " current_setting('lock_timeout'), current_setting('IntervalStyle'),"
         " current_setting('DateStyle')"
     )
-    expected = [["on", "5s", "5s", "iso_8601", "ISO, YMD"]]
-    assert query(call, text)["rows"] == expected  # a connection in a transaction-per-call mode
+    expected = ["on", "iso_8601", "ISO, YMD"]
+
+    def settings(result: dict[str, Any]) -> list[Any]:
+        (read_only, statement_timeout, lock_timeout, *formats), *_ = result["rows"]
+        # The statement gets what is left of the call's deadline: at most the limit.
+        for timeout in (statement_timeout, lock_timeout):
+            assert timeout == "5s" or 4000 < int(timeout.removesuffix("ms")) < 5000
+        return [read_only, *formats]
+
+    assert settings(query(call, text)) == expected  # a connection in a transaction-per-call mode
     for autocommit in (False, True):
         with psycopg.connect(**database["owner"], autocommit=autocommit) as conn:
             result = tools.query(conn, text, [], max_rows=1, max_bytes=1000, statement_timeout_ms=TIMEOUT_MS)
-            assert result["rows"] == expected
+            assert settings(result) == expected
             assert conn.autocommit is autocommit
             assert conn.info.transaction_status == pq.TransactionStatus.IDLE
 
@@ -295,9 +303,13 @@ def test_query_byte_cap_keeps_the_result_under_max_bytes(call: Callable[..., Any
     assert len(json.dumps(result, separators=(",", ":"))) <= 10_000
 
 
-def test_query_byte_cap_smaller_than_one_row_returns_no_rows(call: Callable[..., Any]) -> None:
-    result = query(call, "SELECT repeat('x', 5000)", max_bytes=1000)
-    assert (result["rows"], result["truncated"]) == ([], True)
+def test_query_value_wider_than_the_byte_cap_comes_back_cut_and_marked(call: Callable[..., Any]) -> None:
+    result = query(call, "SELECT 1 AS n, repeat('x', 5000) AS wide", max_bytes=1000)
+    assert result["truncated"] is True
+    assert result["cut"] == [[0, 1]]
+    (n, wide), *_ = result["rows"]
+    assert n == 1 and 0 < len(wide) < 1000 and set(wide) == {"x"}
+    assert len(json.dumps(result, separators=(",", ":"))) <= 1000
 
 
 def test_query_streams_a_huge_result_instead_of_materializing_it(call: Callable[..., Any]) -> None:
@@ -602,3 +614,21 @@ def test_server_pool_replaces_a_connection_the_server_ended_while_idle(
     assert postgres_service.execute("SELECT pg_terminate_backend(%s, 5000)", [pid]) == [(True,)]
     new_pid = query(call, "SELECT pg_backend_pid()", pool=server_pool)["rows"][0][0]
     assert new_pid != pid
+
+
+def test_execute_returning_gives_the_rows_capped_like_query(call: Callable[..., Any]) -> None:
+    result = call(
+        tools.execute,
+        "INSERT INTO order_lines (order_id, line, item) SELECT 1, g, 'item ' || g FROM generate_series(10, 14) g"
+        " RETURNING line, item",
+        [],
+        statement_timeout_ms=TIMEOUT_MS,
+        max_rows=3,
+    )
+    try:
+        assert result["status"] == "INSERT 0 5" and result["rowcount"] == 5
+        assert result["columns"] == [{"name": "line", "type": "int4"}, {"name": "item", "type": "text"}]
+        assert result["rows"] == [[10, "item 10"], [11, "item 11"], [12, "item 12"]]
+        assert result["truncated"] is True
+    finally:
+        call(tools.execute, "DELETE FROM order_lines WHERE line >= 10", [], statement_timeout_ms=TIMEOUT_MS)

@@ -1,191 +1,106 @@
-"""The read-only guard and its lexer, without a database.
+"""The read-only guard without a database: PostgreSQL's parser, the statement rules, references.
 
-Each refused text is one an attacker could send through ``query``; each accepted text is a
-legitimate query the guard must not break (semicolons, comments, quotes and function names
-inside literals are data, not code).
+The function policy itself needs the tenant's catalog: tests/integration/test_postgres_attacks.py
+and test_postgres_guard_differential.py run it against a real server.
 """
 
 from __future__ import annotations
+
+import re
+import time
 
 import pytest
 
 from mcp_tenants.errors import AccessDenied, InvalidInput, QueryError
 from mcp_tenants.postgres.guard import check_execute, check_explain, check_query
-from mcp_tenants.postgres.lexer import NUMBER, PARAM, PUNCT, QUOTED, STRING, WORD, tokenize
+from mcp_tenants.postgres.policy import ALLOW_VARIABLE, FunctionPolicy
+from mcp_tenants.postgres.sqltree import parse_one
 
 ACCEPTED = [
     "SELECT 1",
     "select 1;",
-    "SELECT 1 ;;  -- trailing comment",
+    "SELECT 1 ;  -- trailing comment",
     "SELECT ';' AS semi",
     "SELECT 'it''s; fine'",
-    "SELECT 'pg_read_file(''/etc/passwd'')'",
     "SELECT $$x; DROP TABLE t$$, $tag$ ; $$ still inside $tag$",
-    "SELECT $pg_read_file$ body $pg_read_file$",
     "SELECT E'\\'; DROP TABLE t; --'",
-    "SELECT E'a\\\\', 'b'",
-    "/* leading */ SELECT 1",
     "/* nested /* comment; DROP TABLE t */ still a comment; */ SELECT 1",
     "-- comment; DELETE FROM t\nSELECT 1",
-    "SELECT 1 -- it's a comment; DROP TABLE t",
-    "SELECT 1 /* it's */",
     "WITH x AS (SELECT 1) SELECT * FROM x",
     "WITH RECURSIVE r(n) AS (VALUES (1) UNION ALL SELECT n + 1 FROM r WHERE n < 5) SELECT * FROM r",
     "VALUES (1, 'a'), (2, 'b')",
     "TABLE t",
     "(SELECT 1) UNION (SELECT 2)",
-    "SELECT * FROM t WHERE name LIKE 'x%' AND note LIKE '%%'",
     "SELECT $1::int + $2",
     'SELECT "delete", "insert" FROM t',
-    'SELECT "into" FROM t',
-    "SELECT pg_sleep(0.1)",
-    "SELECT current_setting('work_mem')",
-    "SELECT count(*) FROM pg_stat_activity",
-    "SELECT a$b FROM t",
     "SELECT U&'\\0041' AS a, U&'!0041' UESCAPE '!' AS b",
     "SELECT x'1F', b'101', n'national'",
-    "SELECT now() - interval '1 day'",
-    "SELECT 1e-3, .5, 3.14, 10",
-    "SELECT '{\"a\": 1}'::jsonb -> 'a'",
-    "SELECT lo_get(1)",
-    "SELECT txid_current_if_assigned()",
-    "  \n\tSELECT 1\n",
 ]
 
 REFUSED = [
-    "SELECT 1; COMMIT; DROP TABLE t",
-    "SELECT 1; SELECT 2",
-    "SELECT 1\n;\nDROP TABLE t",
-    "SELECT $$a$$; DROP TABLE t",
-    "SELECT 'a'';'; DROP TABLE t",
-    "SELECT E'\\''; DROP TABLE t --'",
-    # An identifier may contain $: "x$$" is not the start of a dollar quote.
-    "SELECT x$$; DROP TABLE t; --$$",
-    "COMMIT; BEGIN READ WRITE; DELETE FROM t",
-    "/*x*/ DELETE FROM t",
     "DELETE FROM t",
+    "/*x*/ DELETE FROM t",
     "INSERT INTO t VALUES (1)",
     "UPDATE t SET i = 1",
     "MERGE INTO t USING s ON t.i = s.i WHEN MATCHED THEN DELETE",
     "TRUNCATE t",
     "DROP TABLE t",
-    "GRANT SELECT ON t TO PUBLIC",
     "CREATE TEMP TABLE x (i int)",
     "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
     "WITH a AS (WITH b AS (UPDATE t SET i = 1 RETURNING *) SELECT * FROM b) SELECT * FROM a",
+    "SELECT * FROM (WITH b AS (INSERT INTO t VALUES (1) RETURNING *) SELECT * FROM b) s",
     "WITH a AS (SELECT 1) INSERT INTO t SELECT * FROM a",
     "SELECT * INTO t2 FROM t",
     "SELECT * FROM t FOR UPDATE",
     "SELECT * FROM t FOR NO KEY UPDATE",
+    "SELECT * FROM (SELECT * FROM t FOR SHARE) s",
+    "SELECT (SELECT i FROM t FOR KEY SHARE)",
     "EXPLAIN ANALYZE DELETE FROM t",
-    "EXPLAIN SELECT 1",
     "SHOW search_path",
-    "SELECT pg_read_file('/etc/passwd')",
-    "SELECT PG_READ_FILE('/etc/passwd')",
-    "SELECT pg_catalog.pg_read_file('/etc/passwd')",
-    "SELECT \"pg_read_file\"('/etc/passwd')",
-    "SELECT pg_catalog.\"pg_read_file\"('/etc/passwd')",
-    "SELECT \"PG_READ_FILE\"('/etc/passwd')",
-    "SELECT pg_read_file/**/('/etc/passwd')",
-    "SELECT pg_catalog/* x */./* y */pg_read_file('/etc/passwd')",
-    "SELECT U&\"pg_read\\005ffile\"('/etc/passwd')",
-    "SELECT u&\"pg!005fread!005ffile\" UESCAPE '!' ('/etc/passwd')",
-    "SELECT U&\"\\+000070g_read_file\"('/etc/passwd')",
-    "SELECT pg_read_binary_file('/etc/passwd')",
-    "SELECT * FROM pg_ls_dir('.')",
-    "SELECT pg_stat_file('postgresql.conf')",
-    "SELECT lo_import('/etc/passwd')",
-    "SELECT lo_export(1, '/tmp/x')",
-    "SELECT dblink_exec('dbname=x', 'DROP TABLE t')",
-    "SELECT * FROM dblink('dbname=x', 'SELECT 1') AS r(a int)",
-    "SELECT postgres_fdw_disconnect_all()",
-    "SELECT pg_terminate_backend(pg_backend_pid())",
-    "SELECT pg_cancel_backend(1)",
-    "SELECT pg_reload_conf()",
-    "SELECT pg_rotate_logfile()",
-    "SELECT set_config('default_transaction_read_only', 'off', false)",
-    "SELECT pg_advisory_lock(1)",
-    "SELECT pg_try_advisory_xact_lock(1)",
-    "SELECT nextval('seq')",
-    "SELECT setval('seq', 100)",
-    "SELECT txid_current()",
-    "SELECT pg_current_xact_id()",
-    "SELECT pg_notify('c', 'x')",
-    "SELECT pg_stat_reset()",
-    "SELECT query_to_xml('select pg_read_file(''/etc/passwd'')', true, true, '')",
-    "SELECT ts_stat('select 1')",
-    "SELECT * FROM crosstab('select pg_read_file(1)') AS c(a text)",
-    "SELECT rolpassword FROM pg_authid",
-    "SELECT * FROM pg_catalog.pg_shadow",
-    "SELECT * FROM pg_file_settings",
-    "SELECT * FROM pg_hba_file_rules",
-    "SELECT pg_switch_wal()",
-    "SELECT pg_create_restore_point('x')",
-    "SELECT 'a\\' , pg_read_file('/etc/passwd') --'",
-    "NOTIFY c",
-    "LISTEN c",
-    "UNLISTEN *",
-    "DO $$BEGIN EXECUTE 'DROP TABLE t'; END$$",
-    "PREPARE p AS DELETE FROM t; EXECUTE p",
-    "PREPARE p AS SELECT 1",
-    "EXECUTE p",
-    "DEALLOCATE p",
-    "COPY (SELECT 1) TO PROGRAM 'touch /tmp/x'",
-    "COPY t FROM '/etc/passwd'",
-    "CALL p()",
-    "DECLARE c CURSOR FOR SELECT 1",
-    "FETCH ALL FROM c",
-    "LOCK TABLE t",
-    "VACUUM t",
-    "ANALYZE t",
     "SET ROLE postgres",
-    "SET statement_timeout = 0",
-    "RESET ALL",
-    "ALTER SYSTEM SET work_mem = '1GB'",
-    "BEGIN",
-    "( DELETE FROM t )",
+    "COPY (SELECT 1) TO PROGRAM 'id'",
+    "DO $$BEGIN NULL; END$$",
+    "SELECT 1; SELECT 2",
+    "SELECT 1; COMMIT; DROP TABLE t",
+    "SELECT $$a$$; DROP TABLE t",
+    "SELECT E'\\''; DROP TABLE t --'",
 ]
 
 
 @pytest.mark.parametrize("sql", ACCEPTED)
 def test_legitimate_queries_are_accepted(sql: str) -> None:
-    check_query(sql)
+    assert check_query(sql).kind == "SelectStmt"
 
 
 @pytest.mark.parametrize("sql", REFUSED)
-def test_attacks_are_refused_with_access_denied(sql: str) -> None:
-    with pytest.raises(AccessDenied) as err:
+def test_statements_that_are_not_one_plain_read_are_refused(sql: str) -> None:
+    with pytest.raises(AccessDenied):
         check_query(sql)
-    assert str(err.value)  # says what was refused
-
-
-def test_refusal_names_the_function_and_why() -> None:
-    with pytest.raises(AccessDenied, match=r"pg_read_file \(position 8\).*files"):
-        check_query("SELECT pg_read_file('/etc/passwd')")
 
 
 def test_refusal_of_a_write_points_to_execute() -> None:
-    with pytest.raises(AccessDenied, match="use execute on a read-write tenant"):
+    with pytest.raises(AccessDenied, match=r"use execute on a read-write tenant.*\(got DELETE\)"):
         check_query("DELETE FROM t")
 
 
-def test_second_statement_is_reported_with_its_position() -> None:
-    with pytest.raises(AccessDenied, match=r"only one statement.*position 9"):
-        check_query("SELECT 1; DROP TABLE t")
-
-
 def test_show_is_refused_with_a_replacement() -> None:
-    with pytest.raises(AccessDenied, match="current_setting"):
+    with pytest.raises(AccessDenied, match=r"current_setting"):
         check_query("SHOW work_mem")
 
 
-def test_backslash_quote_depends_on_standard_conforming_strings() -> None:
-    # With standard_conforming_strings off the server reads 'a\'...' as one literal ...
-    sql = "SELECT 'a\\'; DROP TABLE t; --'"
-    check_query(sql, standard_conforming_strings=False)
-    # ... and with it on (the default) as 'a\' followed by a second statement.
-    with pytest.raises(AccessDenied):
-        check_query(sql, standard_conforming_strings=True)
+@pytest.mark.parametrize(
+    ("sql", "message", "position"),
+    [
+        ("SELEC 1", 'syntax error at or near "SELEC"', 1),
+        ("SELECT 'unterminated", "unterminated quoted string", 8),
+        ("SELECT 1 /* open", "unterminated /* comment", 10),
+        ("SELECT $a$ x", "unterminated dollar-quoted string", 8),
+    ],
+)
+def test_text_that_does_not_parse_gets_postgres_own_message(sql: str, message: str, position: int) -> None:
+    with pytest.raises(QueryError, match=rf"{re.escape(message)}.*\(at position {position}\)") as err:
+        check_query(sql)
+    assert "^" in str(err.value)
 
 
 @pytest.mark.parametrize("sql", ["", "   ", ";", " ; ; ", "-- only a comment", "/* c */"])
@@ -194,114 +109,103 @@ def test_empty_text_is_invalid_input(sql: str) -> None:
         check_query(sql)
 
 
-@pytest.mark.parametrize(
-    "sql",
-    [
-        "SELECT 1 /* unterminated",
-        "SELECT 1 /* nested /* once */ but not closed",
-        "SELECT 'unterminated",
-        "SELECT E'ends with escaped quote\\'",
-        "SELECT $a$ unterminated $b$",
-        'SELECT "unterminated',
-        "SELECT x'unterminated",
-        'SELECT U&"\\00zz"',
-        "SELECT U&\"a\" UESCAPE '+'",
-        'SELECT U&"a" UESCAPE 1',
-    ],
-)
-def test_malformed_text_is_a_query_error_with_position(sql: str) -> None:
-    with pytest.raises(QueryError, match="position"):
+def test_literals_are_data_not_references() -> None:
+    refs = parse_one("SELECT 'pg_read_file(1)', $$pg_terminate_backend(1)$$, E'\\' , pg_sleep(1) --'").refs
+    assert not refs.functions
+
+
+def test_statement_text_drops_the_trailing_semicolon_and_keeps_its_start() -> None:
+    statement = parse_one("SELECT 1; ")
+    assert (statement.start, statement.text) == (0, "SELECT 1")
+    statement = parse_one("  SELECT 'é' ;  -- done")
+    assert statement.text.strip() == "SELECT 'é'"
+
+
+def test_references_cover_every_way_to_call_a_function() -> None:
+    refs = parse_one(
+        'SELECT public.f(1), "Weird Name"(2), U&"\\0070g_sleep"(0), a.b, (t).attr, x OPERATOR(s.+) 1,'
+        " 1 + 2 BETWEEN 0 AND 5, y IN (1, 2), '1'::mytype, CAST(x AS s.dom), date '2020-01-01',"
+        " CASE z WHEN 1 THEN 2 END FROM s.v AS v TABLESAMPLE bernoulli(1) JOIN u USING (i)"
+        " ORDER BY 1 USING ~<~"
+    ).refs
+    assert {("public", "f"), (None, "Weird Name"), (None, "pg_sleep"), (None, "bernoulli")} <= refs.functions
+    assert {("s", "+"), (None, "+"), (None, ">="), (None, "<="), (None, "="), (None, "~<~")} <= refs.operators
+    assert {(None, "mytype"), ("s", "dom"), (None, "date")} <= refs.types
+    assert {("s", "v"), (None, "u")} <= refs.relations
+    assert {"b", "attr"} <= refs.attributes
+
+
+def test_select_1_references_nothing_so_the_catalog_is_not_asked() -> None:
+    assert not parse_one("SELECT 1, 'x', NULL, true").refs
+
+
+def test_older_servers_resolve_syntax_functions_by_search_path_too() -> None:
+    sql = "SELECT extract(year FROM x), normalize(y)"
+    assert (None, "extract") not in parse_one(sql).refs.functions
+    assert {(None, "extract"), (None, "normalize")} <= check_query(sql, server_version=140_000).refs.functions
+
+
+def test_servers_older_than_13_are_refused_clearly() -> None:
+    with pytest.raises(AccessDenied, match=r"PostgreSQL 12 is not supported.*upgrade"):
+        check_query("SELECT 1", server_version=120_000)
+
+
+def test_huge_statements_are_checked_quickly_and_without_recursion() -> None:
+    cases = [
+        "SELECT 1 WHERE x IN (" + ",".join(str(i) for i in range(150_000)) + ")",  # ~1 MB
+        "SELECT '" + "x" * 1_000_000 + "'",
+        "SELECT " + ",".join(f'U&"\\0061{i}"' for i in range(400)),
+        "SELECT " + "+".join(["1"] * 50_000),  # 50,000 levels deep
+    ]
+    for sql in cases:
+        started = time.perf_counter()
         check_query(sql)
+        assert time.perf_counter() - started < 30  # a sanity bound for a shared machine, not a benchmark
+
+
+def test_nesting_beyond_the_parser_limit_is_a_clear_error() -> None:
+    with pytest.raises(QueryError, match="nests too deeply"):
+        check_query("SELECT " + "(" * 100_000 + "1" + ")" * 100_000)
 
 
 def test_explain_on_read_only_tenant_allows_only_reads() -> None:
-    check_explain("SELECT * FROM t", read_only=True)
+    check_explain("SELECT 1", read_only=True)
     with pytest.raises(AccessDenied):
         check_explain("DELETE FROM t", read_only=True)
 
 
-def test_explain_on_read_write_tenant_allows_dml_but_not_ddl_or_blocked_functions() -> None:
-    for sql in (
-        "DELETE FROM t",
-        "INSERT INTO t VALUES (1)",
-        "UPDATE t SET i = 2",
-        "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
-    ):
+def test_explain_on_read_write_tenant_allows_dml_but_not_ddl() -> None:
+    for sql in ("DELETE FROM t", "INSERT INTO t VALUES (1)", "UPDATE t SET i = 2", "SELECT 1"):
         check_explain(sql, read_only=False)
-    for sql in (
-        "DROP TABLE t",
-        "SELECT 1; SELECT 2",
-        "SELECT pg_read_file('x')",
-        "SELECT dblink_exec('', 'DROP TABLE t')",
-    ):
-        with pytest.raises(AccessDenied):
-            check_explain(sql, read_only=False)
-
-
-def test_execute_allows_one_statement_of_any_kind() -> None:
-    for sql in ("INSERT INTO t VALUES ($1)", "CREATE TABLE x (i int)", "DELETE FROM t;", "UPDATE t SET note = 'a;b'"):
-        check_execute(sql)
-
-
-@pytest.mark.parametrize(
-    "sql",
-    [
-        "INSERT INTO t VALUES (1); DELETE FROM t",
-        "COMMIT",
-        "BEGIN",
-        "ROLLBACK",
-        "START TRANSACTION",
-        "SAVEPOINT s",
-        "PREPARE TRANSACTION 'x'",
-        "END",
-    ],
-)
-def test_execute_refuses_several_statements_and_transaction_control(sql: str) -> None:
     with pytest.raises(AccessDenied):
+        check_explain("DROP TABLE t", read_only=False)
+
+
+@pytest.mark.parametrize("sql", ["BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT a", "PREPARE TRANSACTION 'x'"])
+def test_execute_refuses_transaction_control(sql: str) -> None:
+    with pytest.raises(AccessDenied, match="own transaction"):
         check_execute(sql)
 
 
-def test_lexer_decodes_quoted_and_unicode_identifiers() -> None:
-    tokens = tokenize('SELECT "a""b", U&"d\\0061t\\+000061", U&"x!0041" UESCAPE \'!\', Ab$1')
-    assert [(t.kind, t.value) for t in tokens if t.kind in (QUOTED, WORD)] == [
-        (WORD, "select"),
-        (QUOTED, 'a"b'),
-        (QUOTED, "data"),
-        (QUOTED, "xA"),
-        (WORD, "ab$1"),
-    ]
-
-
-def test_lexer_skips_comments_and_literals_and_keeps_positions() -> None:
-    tokens = tokenize("SELECT /* c */ $1, 'x', $q$y$q$, 2 -- z\n;")
-    assert [(t.kind, t.pos) for t in tokens] == [
-        (WORD, 0),
-        (PARAM, 15),
-        (PUNCT, 17),
-        (STRING, 19),
-        (PUNCT, 22),
-        (STRING, 24),
-        (PUNCT, 31),
-        (NUMBER, 33),
-        (PUNCT, 40),
-    ]
-
-
-def test_lexer_folds_only_ascii_letters() -> None:
-    # PostgreSQL lower-cases A-Z only (in UTF8 databases); "É" stays as typed.
-    assert tokenize("SELECT Élan")[1].value == "Élan"
-
-
-@pytest.mark.parametrize(
-    "sql", ["SELECT * FROM t", "(SELECT 1) UNION (SELECT 2)", "VALUES (1)", "TABLE t", "SHOW work_mem"]
-)
+@pytest.mark.parametrize("sql", ["SELECT 1", "TABLE t", "VALUES (1)", "SHOW work_mem"])
 def test_execute_sends_plain_reads_to_query(sql: str) -> None:
     with pytest.raises(InvalidInput, match="use query"):
         check_execute(sql)
 
 
-@pytest.mark.parametrize(
-    "sql", ["INSERT INTO t VALUES (1) RETURNING *", "WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x"]
-)
-def test_execute_still_accepts_writes_that_return_rows(sql: str) -> None:
-    check_execute(sql)
+def test_execute_accepts_writes_and_reports_returning() -> None:
+    assert check_execute("INSERT INTO t VALUES (1) RETURNING *").has_returning
+    assert check_execute("CREATE TABLE x (i int)").kind == "CreateStmt"
+    assert check_execute("SELECT * INTO t2 FROM t").has_into
+
+
+def test_policy_refusal_names_the_function_why_and_how_to_allow_it() -> None:
+    policy = FunctionPolicy.from_names(["public.my_volatile"])
+    message = 'invalid input syntax for type integer: "mcp-guard-refused\nf\tpg_terminate_backend(integer,bigint)\tv"'
+    refusal = policy.refusal(message, "query")
+    assert refusal is not None
+    text = str(refusal)
+    assert "pg_terminate_backend(integer,bigint) is VOLATILE" in text
+    assert ALLOW_VARIABLE in text and "random" in text
+    assert "public.my_volatile" in policy.allowed and "pg_catalog.pg_sleep" in policy.allowed
+    assert policy.refusal('invalid input syntax for type integer: "x"', "query") is None

@@ -1,0 +1,231 @@
+"""SQL read by PostgreSQL's own parser: libpg_query, through pglast, never a grammar of ours.
+
+Which parser. pglast 5 embeds the parser of PostgreSQL 15 (``PARSER_VERSION``). A parser and a
+server of different versions can disagree, and the dangerous direction is a parser *newer* than
+the server: a construct the new grammar reads as special syntax may be a plain function call to
+the old server (PostgreSQL 16 reads ``JSON_OBJECT(...)`` as syntax, 15 as a call of a function
+``json_object`` that anyone may define). A parser *older* than the server sees at least as many
+function calls, and rejects syntax it does not know (a syntax error, never a wrong verdict).
+So the parser is the oldest grammar we serve, and:
+
+- servers of version 15 and newer are served as they are;
+- servers of 13 and 14 (older than the parser) are served with one added rule: every function
+  the PostgreSQL 15 grammar qualifies with ``pg_catalog`` on its own (``EXTRACT``, ``TRIM``,
+  ``NORMALIZE``, ``AT TIME ZONE``, ...) is also resolved as an unqualified name, as an older
+  grammar might; no other construct of 15 turns a call of 13/14 into syntax;
+- servers older than 13 (past end of life) are refused with a clear message.
+
+How the tree is read. libpg_query serializes the tree as JSON; the references the guard needs
+(function names, operators, type names, relations, INTO, locking clauses, CTE kinds) are keys of
+that machine-written JSON and are found with regular expressions over it. No Python recursion
+follows the input's depth, and a key can never be faked from inside a string literal, because a
+JSON string cannot contain an unescaped quote. The C parser itself recurses on deep trees, so
+large statements are parsed on a thread with a large stack.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import re
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from pglast import parser as pg_parser
+
+from mcp_tenants.errors import AccessDenied, InvalidInput, QueryError
+from mcp_tenants.postgres.diagnostics import excerpt
+
+#: PostgreSQL version of the embedded grammar (pglast 5.x: 15).
+PARSER_VERSION = 150_000
+#: Oldest server served (see the module docstring).
+OLDEST_SERVER = 130_000
+
+# The C parser recurses once per level of a left-deep expression ("1+1+...+1"); about 200 bytes
+# of stack per level. Statements up to this many characters cannot nest deeper than the default
+# thread stack holds; longer ones are parsed on a thread whose stack holds 1 MB of nesting.
+_INLINE_CHARS = 4_000
+_PARSER_STACK_BYTES = 256 << 20
+
+Name = tuple[str | None, str]  # (schema or None, name)
+
+_STR = r'"(?:[^"\\]|\\.)*"'
+_NAMES = r'\[((?:\{"String":\{"sval":' + _STR + r"\}\},?)+)\]"
+_RE_NAME_ITEM = re.compile(r'\{"String":\{"sval":(' + _STR + r")\}\}")
+_RE_FUNC = re.compile(r'"funcname":' + _NAMES)
+_RE_SQL_SYNTAX = re.compile(r'"funcname":\[\{"String":\{"sval":"pg_catalog"\}\},\{"String":\{"sval":(' + _STR + ")")
+_RE_AEXPR = re.compile(r'"A_Expr":\{"kind":"(\w+)","name":' + _NAMES)
+_RE_OPER = re.compile(r'"(?:operName|useOp)":' + _NAMES)
+_RE_TYPE = re.compile(r'"names":' + _NAMES)
+_RE_METHOD = re.compile(r'"method":' + _NAMES)
+_RE_RANGEVAR = re.compile(
+    r'"RangeVar":\{(?:"catalogname":' + _STR + r",)?(?:\"schemaname\":(" + _STR + r"),)?\"relname\":(" + _STR + ")"
+)
+_RE_CTE = re.compile(r'"ctequery":\{"(\w+)":')
+_RE_STMT = re.compile(r'\{"stmt":\{"(\w+)":')
+_RE_STMT_SPAN = re.compile(r'"stmt_(location|len)":(\d+)')
+_IMPLIED_EQUALS = ('"CaseExpr":{"arg":', '"isNatural":true', '"usingClause":[')
+_BETWEEN_OPERATORS = (">=", "<=", "<", ">")
+
+
+@dataclass(frozen=True)
+class References:
+    """What a statement names that PostgreSQL resolves in the catalog, as written (unresolved)."""
+
+    functions: frozenset[Name] = frozenset()
+    operators: frozenset[Name] = frozenset()
+    types: frozenset[Name] = frozenset()
+    relations: frozenset[Name] = frozenset()
+    #: Every other name: ``a.f`` and ``(x).f`` may call a one-argument function ``f``.
+    attributes: frozenset[str] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.functions or self.operators or self.types or self.relations or self.attributes)
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One parsed statement: its kind, its own text, and what it references."""
+
+    kind: str  # the parse node, e.g. "SelectStmt", "InsertStmt", "TransactionStmt"
+    text: str  # the statement alone: no trailing semicolon or whitespace
+    tree: str = field(repr=False)  # libpg_query's JSON
+    start: int = 0  # where ``text`` starts in the caller's SQL (characters)
+    refs: References = References()
+
+    @property
+    def has_into(self) -> bool:
+        return '"intoClause":' in self.tree
+
+    @property
+    def has_locking(self) -> bool:
+        return '"lockingClause":' in self.tree
+
+    @property
+    def has_returning(self) -> bool:
+        return '"returningList":' in self.tree
+
+    def cte_kinds(self) -> set[str]:
+        """Node kinds of every CTE body, at any depth (``SelectStmt`` unless it writes)."""
+        return set(_RE_CTE.findall(self.tree))
+
+    def transaction_kind(self) -> str:
+        """For a TransactionStmt: BEGIN, COMMIT, ... as PostgreSQL names the kind."""
+        found = re.search(r'"kind":"TRANS_STMT_(\w+)"', self.tree)
+        return found.group(1) if found else ""
+
+
+def parse_one(sql: str, *, legacy_server: bool = False) -> Statement:
+    """Parse ``sql`` as exactly one statement, or raise with PostgreSQL's own message.
+
+    ``legacy_server``: the server is older than the parser (see the module docstring).
+    """
+    tree = _parse_json(sql)
+    kinds = _RE_STMT.findall(tree)
+    if not kinds:
+        raise InvalidInput("sql is empty: give one SQL statement")
+    if len(kinds) > 1:
+        raise AccessDenied(f"only one statement per call is allowed; found {len(kinds)} statements")
+    start, text = _statement_text(sql, tree)
+    return Statement(kind=kinds[0], text=text, tree=tree, start=start, refs=_references(tree, legacy_server))
+
+
+def _parse_json(sql: str) -> str:
+    if "\x00" in sql:
+        raise InvalidInput("sql contains a NUL character, which PostgreSQL does not accept")
+    try:
+        if len(sql) <= _INLINE_CHARS:
+            return str(pg_parser.parse_sql_json(sql))
+        return _BigStackParser.parse(sql)
+    except pg_parser.ParseError as exc:
+        message, index = (*exc.args, None)[:2] if exc.args else ("syntax error", None)
+        text = str(message)
+        if "memory exhausted" in text:
+            text = f"statement nests too deeply for PostgreSQL's parser ({text})"
+        if isinstance(index, int) and 0 <= index <= len(sql):
+            raise QueryError(f"{text} (at position {index + 1})\n{excerpt(sql, index + 1)}") from None
+        raise QueryError(text) from None
+
+
+def _statement_text(sql: str, tree: str) -> tuple[int, str]:
+    """(start, text) of the statement: libpg_query's byte span, without the trailing semicolon."""
+    span = dict(_RE_STMT_SPAN.findall(tree))
+    data = sql.encode()
+    start = int(span.get("location", 0))
+    length = int(span.get("len", 0)) or len(data) - start
+    return len(data[:start].decode()), data[start : start + length].decode().rstrip()
+
+
+def _names(items: str) -> list[str]:
+    return [json.loads(s) for s in _RE_NAME_ITEM.findall(items)]
+
+
+def _qualified(names: list[str]) -> Name:
+    # [name], [schema, name] or [catalog, schema, name] (PostgreSQL checks the catalog itself).
+    return (names[-2] if len(names) > 1 else None, names[-1])
+
+
+def _references(tree: str, legacy_server: bool) -> References:
+    functions = {_qualified(_names(m)) for m in _RE_FUNC.findall(tree)}
+    functions |= {_qualified(_names(m)) for m in _RE_METHOD.findall(tree)}
+    if legacy_server:
+        functions |= {(None, json.loads(m)) for m in _RE_SQL_SYNTAX.findall(tree)}
+    operators: set[Name] = set()
+    for kind, items in _RE_AEXPR.findall(tree):
+        if kind.startswith("AEXPR_BETWEEN") or kind.startswith("AEXPR_NOT_BETWEEN"):
+            operators.update((None, op) for op in _BETWEEN_OPERATORS)
+        else:
+            operators.add(_qualified(_names(items)))
+    operators |= {_qualified(_names(m)) for m in _RE_OPER.findall(tree)}
+    if any(marker in tree for marker in _IMPLIED_EQUALS):
+        operators.add((None, "="))  # CASE x WHEN, NATURAL JOIN and JOIN USING compare with "="
+    types = {_qualified(_names(m)) for m in _RE_TYPE.findall(tree)}
+    relations = {
+        (json.loads(schema) if schema else None, json.loads(name)) for schema, name in _RE_RANGEVAR.findall(tree)
+    }
+    attributes = {json.loads(s) for s in _RE_NAME_ITEM.findall(tree)}
+    return References(
+        functions=frozenset(functions),
+        operators=frozenset(operators),
+        types=frozenset(types),
+        relations=frozenset(relations),
+        attributes=frozenset(attributes),
+    )
+
+
+class _BigStackParser:
+    """Threads with a large stack that run libpg_query for long statements (created on first use)."""
+
+    _lock = threading.Lock()
+    _jobs: queue.SimpleQueue[tuple[str, Future[str]]] | None = None
+    THREADS = 2
+
+    @classmethod
+    def parse(cls, sql: str) -> str:
+        done: Future[str] = Future()
+        cls._queue().put((sql, done))
+        return done.result()
+
+    @classmethod
+    def _queue(cls) -> queue.SimpleQueue[tuple[str, Future[str]]]:
+        with cls._lock:  # decide and publish only; the threads start here once
+            if cls._jobs is None:
+                jobs: queue.SimpleQueue[tuple[str, Future[str]]] = queue.SimpleQueue()
+                previous = threading.stack_size(_PARSER_STACK_BYTES)
+                try:
+                    for n in range(cls.THREADS):
+                        threading.Thread(target=cls._work, args=(jobs,), name=f"sql-parser-{n}", daemon=True).start()
+                finally:
+                    threading.stack_size(previous)
+                cls._jobs = jobs
+            return cls._jobs
+
+    @staticmethod
+    def _work(jobs: queue.SimpleQueue[tuple[str, Future[str]]]) -> None:
+        while True:
+            sql, done = jobs.get()
+            try:
+                done.set_result(str(pg_parser.parse_sql_json(sql)))
+            except BaseException as exc:  # handed to the caller, who raises it
+                done.set_exception(exc)
