@@ -13,7 +13,7 @@ import asyncio
 import functools
 import json
 import os
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import mcp_types as types
@@ -21,6 +21,7 @@ import pydantic
 import pydantic_core
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
+from pydantic import WithJsonSchema
 from typing_extensions import TypedDict
 
 
@@ -29,9 +30,12 @@ class Column(TypedDict):
     type: str
 
 
+Rows = Annotated[list[Any], WithJsonSchema({"type": "array"})]
+
+
 class QueryResult(TypedDict):  # as in bench/minimal_server.py (not imported: it loads MCPServer)
     columns: list[Column]
-    rows: list[list[Any]]
+    rows: Rows
     row_count: int
     truncated: bool
 

@@ -8,7 +8,7 @@ the process it measures.
 
 ``result`` returns, from memory, the result our ``query`` tool gave for the same SQL (the bench
 saves them in the JSON file ``$BENCH_RESULTS``, SQL → result), as structured content with the
-same output schema as ``query`` (``QueryResult``): the floor for a query of that many rows.
+same output schema as ``query`` (``QueryResult``: rows are "an array"): the floor for a query of that many rows.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ import asyncio
 import functools
 import json
 import os
-from typing import Any
+from typing import Annotated, Any
 
 from mcp.server import MCPServer
+from pydantic import WithJsonSchema
 from typing_extensions import TypedDict
 
 
@@ -32,9 +33,14 @@ class Column(TypedDict):
     type: str
 
 
+#: As in mcp_tenants.postgres.results: "an array", nothing per row or cell, so that a validating
+#: client does not walk every value.
+Rows = Annotated[list[Any], WithJsonSchema({"type": "array"})]
+
+
 class QueryResult(TypedDict):
     columns: list[Column]
-    rows: list[list[Any]]
+    rows: Rows
     row_count: int
     truncated: bool
 
