@@ -13,6 +13,7 @@ import re
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Self
 from urllib.parse import urlsplit, urlunsplit
 
@@ -213,10 +214,31 @@ class TenantConfig:
         return {"ACCESS": "access"}
 
     @classmethod
+    def env_variable(cls, tenant_id: str, field: str) -> str:
+        """The environment variable that sets ``field`` of tenant ``tenant_id``."""
+        suffix = next(suffix for suffix, name in cls.env_fields().items() if name == field)
+        return f"{cls.ENV_PREFIX}{tenant_id.upper()}_{suffix}"
+
+    @classmethod
+    def required_fields(cls) -> list[str]:
+        """Fields without a default, in declaration order (``tenant_id`` left out)."""
+        return [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name != "tenant_id" and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
+
+    @classmethod
     def from_env(cls, tenant_id: str, environ: Mapping[str, str]) -> Self | None:
-        """The tenant ``tenant_id`` as defined in ``environ``, or None when it is not there."""
+        """The tenant ``tenant_id`` as defined in ``environ``, or None when it is not there.
+
+        An invalid definition raises ``InvalidInput`` naming the variable to fix (never its value
+        when it is a secret).
+        """
         validate_tenant_id(tenant_id)
-        wanted = {f"{cls.ENV_PREFIX}{tenant_id}_{suffix}".upper(): name for suffix, name in cls.env_fields().items()}
+        prefix = f"{cls.ENV_PREFIX}{tenant_id.upper()}_"
+        variables = {name: cls.env_variable(tenant_id, name) for name in cls.env_fields().values()}
+        wanted = {variable.upper(): name for name, variable in variables.items()}
         values: dict[str, Any] = {}
         for key, value in environ.items():
             name = wanted.get(key.upper())
@@ -224,10 +246,18 @@ class TenantConfig:
                 values[name] = value
         if not values:
             return None
+        problems = [f"{variables[name]} is not set" for name in cls.required_fields() if name not in values]
         try:
-            return cls.from_dict({"tenant_id": tenant_id, **cls.coerce_env(values)})
+            coerced = cls.coerce_env(values)
+            if not problems:
+                return cls.from_dict({"tenant_id": tenant_id, **coerced})
         except InvalidInput as exc:
-            raise InvalidInput(f"environment tenant {tenant_id!r}: {exc}") from None
+            # Validators name the field first ("port 'abc' is ...", "PORT='abc' is ..."): name its variable.
+            text = str(exc)
+            longest_first = sorted(variables.items(), key=lambda item: -len(item[0]))  # access_key before access
+            culprit = next((v for n, v in longest_first if text.lower().startswith(n.lower())), f"{prefix}*")
+            problems.append(f"{culprit}: {text}")
+        raise InvalidInput(f"environment tenant {tenant_id!r}: {'; '.join(problems)}")
 
     @classmethod
     def coerce_env(cls, values: dict[str, Any]) -> dict[str, Any]:
@@ -435,3 +465,15 @@ class Settings:
 def limit_names() -> Iterable[tuple[str, int]]:
     """(variable, default) of every numeric limit, for documentation and the CLI."""
     return ((var, default) for var, _fld, default, _lo, _hi in _LIMITS)
+
+
+def load_env_file(path: str | None) -> None:
+    """Read a .env file (``path``, else ``./.env`` when present); variables already set win."""
+    if path is not None and not Path(path).is_file():
+        raise InvalidInput(f"--env-file {path!r}: no such file")
+    target = path if path is not None else ".env"
+    if path is None and not Path(target).is_file():
+        return
+    from dotenv import load_dotenv  # only when there is a file to read: it costs start-up time
+
+    load_dotenv(target, override=False)

@@ -19,11 +19,10 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 from mcp_tenants import __version__
-from mcp_tenants.config import Settings, redact
+from mcp_tenants.config import Settings, load_env_file, redact
 from mcp_tenants.crypto import SecretCodec
 from mcp_tenants.errors import InvalidInput, TenantsError
 from mcp_tenants.feedback import ClientLogHandler
@@ -79,18 +78,6 @@ def parse_args(prog: str, argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default: $MCP_LOG_LEVEL or INFO)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser.parse_args(argv)
-
-
-def load_env_file(path: str | None) -> None:
-    """Read a .env file; variables already in the environment win."""
-    from dotenv import load_dotenv
-
-    if path is not None:
-        if not Path(path).is_file():
-            raise InvalidInput(f"--env-file {path!r}: no such file")
-        load_dotenv(path, override=False)
-    elif Path(".env").is_file():
-        load_dotenv(".env", override=False)
 
 
 def serve(

@@ -300,3 +300,19 @@ def test_background_preload_never_resurrects_a_tenant_removed_meanwhile(server):
     with manager._lock:
         assert "kept" in manager._entries and "doomed" not in manager._entries
     manager.close()
+
+
+def test_invalid_env_tenants_are_listed_as_unreadable_and_stay_protected(server):
+    environ = {**ENV, "POSTGRES_TENANT_BROKEN_HOST": "h", "POSTGRES_TENANT_BROKEN_PORT": "abc"}
+    manager, _ = make_manager(server, environ=environ)
+    tenants, _cursor, unreadable = manager.list()
+    assert [t["tenant_id"] for t in tenants] == ["envy"]
+    assert "POSTGRES_TENANT_BROKEN_PORT" in unreadable["broken"]
+    assert "POSTGRES_TENANT_BROKEN_DATABASE is not set" in unreadable["broken"]
+    with pytest.raises(TenantProtected):
+        manager.register(tenant("broken"))
+    with pytest.raises(TenantProtected):
+        manager.remove("broken")
+    with pytest.raises(InvalidInput, match="POSTGRES_TENANT_BROKEN_PORT"):
+        manager.get("broken")
+    assert manager.get("envy").host == "env-host"
