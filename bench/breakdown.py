@@ -24,7 +24,7 @@ from typing import Any
 
 from bench import contenders as c
 from bench.harness import MINIO_MODULE, Report, Services, StdioServer, WireCounter, ms
-from bench.profiling import _area, _function, _parse_collapsed, _thread, py_spy
+from bench.profiling import _area, _function, _parse_collapsed, code_stacks, py_spy
 from bench.versus import LIST_BUCKET, LIST_KEYS, S3_OURS, fill_list_bucket, kb
 
 # -- a counting TCP relay -----------------------------------------------------------------------
@@ -137,11 +137,7 @@ def server_profile(stacks: list[tuple[list[str], int]], calls: int, cpu_per_call
     packages: collections.Counter[str] = collections.Counter()
     inclusive: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     self_time: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
-    for frames, n in stacks:
-        code = [f for f in frames if not f.startswith(("thread", "process"))]
-        if not code:
-            continue
-        thread = _thread(code)
+    for code, thread, n in code_stacks(stacks):
         threads[thread] += n
         packages[_area(code[-1])] += n
         self_time[thread][_function(code[-1])] += n
