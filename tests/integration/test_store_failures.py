@@ -94,7 +94,7 @@ def test_invalid_env_tenants_are_reported_skipped_and_still_protected(make_serve
         assert "environment" in await session.fail("remove_tenant", tenant_id="badport")
 
     server.run(scenario)
-    assert redis_db.client.keys("*") == []
+    assert redis_db.client.keys("mcp:postgres:tenant:*") == []  # (the audit stream records the attempts)
     logs = server.logs()
     assert "skipping environment tenant 'badport'" in logs and "Traceback" not in logs
     assert pg_database["password"] not in logs
@@ -165,7 +165,7 @@ def test_an_acl_refusal_fails_the_registration_at_once_and_nothing_is_queued(pri
     store = TenantStore(settings, "postgres", PostgresTenant, SecretCodec(), max_backoff=0.05)
     manager = TenantManager(FakeBackend(PostgresTenant), store, {}).open()
     try:
-        config = PostgresTenant(tenant_id="acme", host="db", database="d", user="u", password="pw-acl-1")
+        config = PostgresTenant(tenant_id="acme", host="127.0.0.1", database="d", user="u", password="pw-acl-1")
         with pytest.raises(StoreRefused) as info:
             manager.register(config, verify=False)
         message = str(info.value)
@@ -214,7 +214,7 @@ def test_corrupt_values_never_stop_listing_or_removal(make_server, pg_database, 
         assert [t["tenant_id"] for t in listed["tenants"]] == ["good"] and listed["unreadable"] == {}
 
     server.run(scenario)
-    assert sorted(raw.keys("*")) == [b"mcp:postgres:tenant:good"]
+    assert sorted(raw.keys("mcp:postgres:tenant:*")) == [b"mcp:postgres:tenant:good"]
     assert "Traceback" not in server.logs()
 
 
