@@ -29,7 +29,6 @@ from mcp_tenants.config import Settings, load_env_file, redact
 from mcp_tenants.crypto import SecretCodec
 from mcp_tenants.errors import InvalidInput, TenantsError
 from mcp_tenants.feedback import ClientLogHandler
-from mcp_tenants.httpauth import is_loopback
 from mcp_tenants.ops import Ops
 from mcp_tenants.redisconn import make_redis_client
 from mcp_tenants.registry import TenantBackend, TenantManager
@@ -114,7 +113,7 @@ def serve(
     redis_client = make_redis_client(settings.redis)
     auth = None
     if settings.transport != "stdio":
-        from mcp_tenants.access.http import build_http_auth  # only the HTTP transport needs it
+        from mcp_tenants.access.http import build_http_auth, is_loopback  # only the HTTP transport needs it
 
         try:
             auth = build_http_auth(settings, redis_client)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 from dataclasses import dataclass, field
@@ -41,7 +42,6 @@ from mcp_tenants.access.keys import ApiKeyStore, KeyCache, hash_key, looks_like_
 from mcp_tenants.access.oauth import ADMIN_SCOPE, WRITER_SCOPE, JwtVerifier
 from mcp_tenants.access.principals import ANONYMOUS, NOBODY, Principal
 from mcp_tenants.errors import StoreUnavailable
-from mcp_tenants.httpauth import is_loopback
 
 logger = logging.getLogger(__name__)
 
@@ -280,3 +280,13 @@ def build_http_auth(settings: Any, redis_client: Any | None) -> HttpAuth:
         allow_anonymous=settings.allow_unauthenticated or is_loopback(settings.host),
     )
     return HttpAuth(verifier, resource_url, metadata_url, routes)
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
