@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from bench import breakdown, calls, guard, load, profiling, scale, startup, versus
+from bench import access, breakdown, calls, guard, load, profiling, scale, startup, versus
 from bench.harness import Report, Services, section
 
 Measurement = Callable[[Services, Report], Coroutine[Any, Any, None]]
@@ -36,6 +36,7 @@ MEASUREMENTS: dict[str, tuple[str, Measurement]] = {
     "s3peers": ("10. against the peers: S3 list_objects of 1,000 keys", versus.s3peers),
     "cli": ("11. operator CLI wall time", startup.cli),
     "breakdown": ("12. where a call's time goes: query and list_objects", breakdown.breakdown),
+    "access": ("13. what authorization and the audit trail cost per call", access.access),
 }
 
 
