@@ -7,21 +7,28 @@ no metrics). Comparing the two measures what authorization and audit cost per ca
 
 from __future__ import annotations
 
+import asyncio
+
 from mcp_tenants.config import Settings
 from mcp_tenants.launch import ServerProcess, configure_logging
-from mcp_tenants.postgres.server import INSTRUCTIONS, add_tools
-from mcp_tenants.postgres.tenant import PostgresBackend
-from mcp_tenants.server import OpenPolicy
+from mcp_tenants.postgres.config import PostgresTenant
+from mcp_tenants.postgres.server import INSTRUCTIONS, add_tools, make_backend
+from mcp_tenants.server import OpenPolicy, TenantServer
+from mcp_tenants.transports import run_stdio
 
 
 def main() -> None:
     settings = Settings.from_env("postgres")
     configure_logging(settings.log_level)
-    backend = PostgresBackend(settings)
-    with ServerProcess("bench-open", settings, backend, add_tools, instructions=INSTRUCTIONS) as process:
-        process.app.policy = OpenPolicy()
-        process.app.observers.clear()
-        process.run()
+    app = TenantServer("bench-open", settings, instructions=INSTRUCTIONS, env_prefix=PostgresTenant.ENV_PREFIX)
+    process = ServerProcess(app, make_backend, add_tools)
+    app.policy = OpenPolicy()
+    app.observers.clear()
+    try:
+        process.start()
+        asyncio.run(run_stdio(app))
+    finally:
+        process.close()
 
 
 if __name__ == "__main__":

@@ -16,22 +16,22 @@ import os
 import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mcp_tenants import __version__
-from mcp_tenants.access.audit import AuditLog
-from mcp_tenants.access.policy import AccessPolicy
 from mcp_tenants.access.registration import RegistrationPolicy
-from mcp_tenants.config import Settings, load_env_file, redact
+from mcp_tenants.config import Settings, TenantConfig, load_env_file, redact
 from mcp_tenants.crypto import SecretCodec
 from mcp_tenants.errors import InvalidInput, TenantsError
 from mcp_tenants.feedback import ClientLogHandler
-from mcp_tenants.ops import Ops
-from mcp_tenants.redisconn import make_redis_client
-from mcp_tenants.registry import TenantBackend, TenantManager
 from mcp_tenants.server import TenantServer
-from mcp_tenants.store import TenantStore
 from mcp_tenants.transports import bind, run_http, run_stdio, signals_ignored
+
+if TYPE_CHECKING:
+    from mcp_tenants.registry import TenantBackend, TenantManager
+
+#: Registers a server's tools on the app, over its tenant manager.
+AddTools = Callable[[TenantServer, "TenantManager[Any, Any]"], None]
 
 logger = logging.getLogger(__name__)
 
@@ -81,28 +81,39 @@ def parse_args(prog: str, argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 class ServerProcess:
-    """Everything one server process holds, built from its settings; ``close`` releases it all.
+    """Everything one server process holds besides its protocol front (``TenantServer``): Redis,
+    the tenant manager, the server's tools, the access policy, the audit trail and the metrics.
 
+    Built after the protocol is up on stdio (see ``serve``): Redis, the database driver and the
+    SQL parser are imported here, not before the client's ``initialize`` is answered.
     ``app.policy`` and ``app.observers`` are the access policy, the audit trail and the metrics;
     the benchmark swaps them to measure what they cost.
     """
 
     def __init__(
         self,
-        prog: str,
-        settings: Settings,
-        backend: TenantBackend[Any, Any],
-        add_tools: Callable[[TenantServer, TenantManager[Any, Any]], None],
+        app: TenantServer,
+        make_backend: Callable[[Settings], TenantBackend[Any, Any]],
+        add_tools: AddTools,
         *,
-        instructions: str | None = None,
         environ: Mapping[str, str] = os.environ,
     ) -> None:
-        self.settings = settings
+        from mcp_tenants.access.audit import AuditLog
+        from mcp_tenants.access.policy import AccessPolicy
+        from mcp_tenants.ops import Ops
+        from mcp_tenants.redisconn import make_redis_client
+        from mcp_tenants.registry import TenantManager
+        from mcp_tenants.store import TenantStore
+
+        self.app = app
+        settings = self.settings = app.settings
+        backend = make_backend(settings)
         registration = RegistrationPolicy.from_settings(settings)
-        codec = SecretCodec(settings.encryption_keys)
         # API keys and the audit trail share one client (thread-safe); the store has its own.
         self.redis = make_redis_client(settings.redis)
-        self.store = TenantStore(settings.redis, backend.server, backend.config_type, codec)
+        self.store = TenantStore(
+            settings.redis, backend.server, backend.config_type, SecretCodec(settings.encryption_keys)
+        )
         self.manager: TenantManager[Any, Any] = TenantManager(
             backend,
             self.store,
@@ -111,32 +122,22 @@ class ServerProcess:
             max_open=settings.max_open_tenants,
             idle_seconds=settings.tenant_idle_s,
         )
-        self.app = TenantServer(
-            prog,
-            settings,
-            instructions=instructions,
-            env_prefix=backend.config_type.ENV_PREFIX,
-            known_ids=self.manager.known_ids,
-        )
-        add_tools(self.app, self.manager)
+        app.known_ids = self.manager.known_ids
+        add_tools(app, self.manager)
         if not registration.tools_enabled:  # MCP_TENANT_TOOLS=off
             for name in ("register_tenant", "remove_tenant"):
-                self.app.remove_tool(name)
-        self.app.policy = AccessPolicy.from_settings(settings, peek=self.manager.peek)
+                app.remove_tool(name)
+        app.policy = AccessPolicy.from_settings(settings, peek=self.manager.peek)
         self.audit = AuditLog(self.redis, backend.server, max_len=settings.audit_max_len)
         self.ops = Ops(backend.server, settings, store=self.store, manager=self.manager)
         self.ops.metrics.watch(audit_dropped=lambda: self.audit.dropped)
-        self.app.observers += [self.audit, self.ops.observer]
+        app.observers += [self.audit, self.ops.observer]
 
-    def run(self, listener: socket.socket | None = None, auth: Any = None) -> None:
-        """Serve until the client leaves (stdio) or a signal arrives; ``listener`` means HTTP."""
+    def start(self) -> None:
+        """Load the tenants (Redis in the background), start the audit writer and the metrics."""
         self.manager.open()
         self.audit.start()
         self.ops.start()
-        if listener is None:
-            asyncio.run(run_stdio(self.app))
-        else:
-            asyncio.run(run_http(self.app, listener, auth, self.ops))
 
     def close(self) -> None:
         """Cancel running queries and close the pools first, so the worker threads return at
@@ -148,23 +149,24 @@ class ServerProcess:
             self.ops.close()
             self.redis.close()
 
-    def __enter__(self) -> ServerProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 def serve(
     prog: str,
     server: str,
+    config_type: type[TenantConfig],
     make_backend: Callable[[Settings], TenantBackend[Any, Any]],
-    add_tools: Callable[[TenantServer, TenantManager[Any, Any]], None],
+    add_tools: AddTools,
     argv: Sequence[str] | None = None,
     *,
     instructions: str | None = None,
 ) -> int:
-    """Start-up shared by both servers: settings → logging → checks → the process → serve → close."""
+    """Start-up shared by both servers: settings → logging → checks → serve → close.
+
+    Over stdio the protocol starts first and the rest (``ServerProcess``) is built on a thread,
+    so a desktop client's ``initialize`` is answered in the time the MCP SDK takes to import;
+    listing and calling tools wait until it is built. Over HTTP everything is built first: the
+    authentication check needs Redis before the port opens.
+    """
     args = parse_args(prog, argv)
     try:
         load_env_file(args.env_file)
@@ -184,23 +186,37 @@ def serve(
     configure_logging(settings.log_level)
     if not settings.encryption_keys:
         logger.warning("MCP_TENANT_ENCRYPTION_KEY is not set: tenant secrets are stored in Redis in plain text")
+    app = TenantServer(prog, settings, instructions=instructions, env_prefix=config_type.ENV_PREFIX)
+    built: list[ServerProcess] = []
 
-    with ServerProcess(prog, settings, make_backend(settings), add_tools, instructions=instructions) as process:
-        auth = listener = None
-        if settings.transport != "stdio":
+    def build() -> ServerProcess:
+        process = ServerProcess(app, make_backend, add_tools)
+        built.append(process)
+        return process
+
+    logger.info("%s %s starting (pid %d, %s)", prog, __version__, os.getpid(), settings.transport)
+    try:
+        if settings.transport == "stdio":
+            asyncio.run(run_stdio(app, lambda: build().start()))
+        else:
+            process = build()
             try:
                 auth, listener = _http_entry(settings, process.redis)
             except InvalidInput as exc:
                 logger.error("%s", exc)
                 return EXIT_USAGE
-        logger.info("%s %s starting (pid %d, %s)", prog, __version__, os.getpid(), settings.transport)
-        try:
-            process.run(listener, auth)
-        except KeyboardInterrupt:  # a signal before the loop could take it over
-            logger.info("signal received, shutting down")
-        finally:
-            if auth is not None:
+            try:
+                process.start()
+                asyncio.run(run_http(app, listener, auth, process.ops))
+            finally:
                 auth.close()
+    except KeyboardInterrupt:  # a signal before the loop could take it over
+        logger.info("signal received, shutting down")
+    finally:
+        for process in built:
+            process.close()
+        if not built:
+            app.close()
     logger.info("%s stopped", prog)
     return EXIT_OK
 

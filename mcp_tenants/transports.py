@@ -13,7 +13,7 @@ import errno
 import logging
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from mcp_tenants.errors import InvalidInput
@@ -47,8 +47,12 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def run_stdio(app: TenantServer) -> None:
-    """Serve one client on stdin/stdout until it closes stdin or a signal arrives."""
+async def run_stdio(app: TenantServer, setup: Callable[[], None] | None = None) -> None:
+    """Serve one client on stdin/stdout until it closes stdin or a signal arrives.
+
+    ``setup`` (registering the tools, opening the tenants) runs on a thread once the protocol
+    answers; if it fails, the server stops (the log says why).
+    """
     from mcp_tenants.stdio import stdio_streams
 
     stop = _stop_on_signals()
@@ -57,6 +61,8 @@ async def run_stdio(app: TenantServer) -> None:
         serving = asyncio.create_task(
             app.lowlevel.run(read_stream, write_stream, app.lowlevel.create_initialization_options())
         )
+        if setup is not None:
+            app.set_up(setup).add_done_callback(lambda done: _stop_if_failed(done, stop))
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if stop.is_set():
@@ -128,6 +134,12 @@ def _uvicorn_server(config: Any) -> Any:
             yield
 
     return Server(config)
+
+
+def _stop_if_failed(setup: asyncio.Future[None], stop: asyncio.Event) -> None:
+    if not setup.cancelled() and setup.exception() is not None:
+        logger.error("the server could not start", exc_info=setup.exception())
+        stop.set()
 
 
 def _stop_on_signals() -> asyncio.Event:
