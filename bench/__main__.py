@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from bench import calls, load, profiling, scale, startup
+from bench import access, breakdown, calls, guard, load, profiling, scale, startup, versus
 from bench.harness import Report, Services, section
 
 Measurement = Callable[[Services, Report], Coroutine[Any, Any, None]]
@@ -31,6 +31,12 @@ MEASUREMENTS: dict[str, tuple[str, Measurement]] = {
     "coldstart": ("5. cold start", startup.coldstart),
     "profile": ("6. profile of query SELECT 1", profiling.profile),
     "load": ("7. replicas behind HAProxy under load", load.load),
+    "guard": ("8. the read-only guard's cost per call, in process", guard.guard),
+    "peers": ("9. against the peers: PostgreSQL (SELECT 1, 1,000 and 100,000 rows, peak RSS)", versus.peers),
+    "s3peers": ("10. against the peers: S3 list_objects of 1,000 keys", versus.s3peers),
+    "cli": ("11. operator CLI wall time", startup.cli),
+    "breakdown": ("12. where a call's time goes: query and list_objects", breakdown.breakdown),
+    "access": ("13. what authorization and the audit trail cost per call", access.access),
 }
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import mcp.client.stdio as sdk_stdio
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
@@ -162,15 +163,62 @@ class Services:
 # -- a server over stdio ------------------------------------------------------------------------
 
 
+class WireCounter:
+    """Bytes the client received from servers over stdio: every JSON-RPC line the SDK's stdio
+    transport parses (``len`` of the decoded line + its newline; the payloads here are ASCII).
+
+    One counter for the whole bench process: calls are sequential, so the difference around a
+    call is that call's answer. Installed by wrapping ``mcp.client.stdio._parse_line``, which
+    the transport looks up at every line; ``len`` of a str costs nothing measurable.
+    """
+
+    received = 0
+
+    @classmethod
+    def install(cls) -> None:
+        original = sdk_stdio._parse_line
+        if getattr(original, "_bench_counting", False):
+            return
+
+        def counting(line: str) -> Any:
+            cls.received += len(line) + 1
+            return original(line)
+
+        counting._bench_counting = True  # type: ignore[attr-defined]
+        sdk_stdio._parse_line = counting  # type: ignore[assignment]
+
+
+WireCounter.install()
+
+
+async def _no_validation(name: str, result: Any) -> None:
+    """Stands in for ``ClientSession.validate_tool_result`` when the client's validation is off."""
+
+
 class StdioServer:
     """One server process driven by the SDK ``Client`` over stdio; ``async with`` starts it.
 
     ``spawned_at`` and ``initialized_at`` (``time.perf_counter()``) bracket start-up: from just
-    before the process is spawned to the ``initialize`` answer.
+    before the process is spawned to the ``initialize`` answer. ``argv`` runs any command
+    instead of ``python -m module`` (the peers: ``node …``, another venv's script).
+
+    ``validate`` switches the client's re-validation of ``structuredContent`` against the tool's
+    output schema (``ClientSession.validate_tool_result``, jsonschema; the SDK has no option for
+    it, so "off" replaces that method on this session's instance with a no-op).
     """
 
-    def __init__(self, module: str, env: dict[str, str], *, python: str | None = None) -> None:
+    def __init__(
+        self,
+        module: str,
+        env: dict[str, str],
+        *,
+        python: str | None = None,
+        argv: Sequence[str] | None = None,
+        name: str | None = None,
+    ) -> None:
         self.module = module
+        self.name = name or module
+        self.argv = list(argv) if argv else None
         self.env = {
             "PATH": os.environ.get("PATH", ""),
             "HOME": os.environ.get("HOME", "/root"),
@@ -189,9 +237,10 @@ class StdioServer:
 
     def params(self) -> StdioServerParameters:
         script = 'echo $$ > "$0"; exec "$@"'
+        command = self.argv or [self.python, "-m", self.module]
         return StdioServerParameters(
             command="/bin/sh",
-            args=["-c", script, self._pidfile, self.python, "-m", self.module],
+            args=["-c", script, self._pidfile, *command],
             env=self.env,
             cwd=self._dir,
         )
@@ -203,7 +252,7 @@ class StdioServer:
             await self._client.__aenter__()
         except Exception as exc:
             log = self.logs()[-3000:]
-            raise ServerFailed(f"{self.module} did not start: {exc!r}\n--- server log ---\n{log}") from None
+            raise ServerFailed(f"{self.name} did not start: {exc!r}\n--- server log ---\n{log}") from None
         self.initialized_at = time.perf_counter()
         self.pid = int(Path(self._pidfile).read_text().strip())
         return self
@@ -221,6 +270,27 @@ class StdioServer:
     def client(self) -> Client:
         assert self._client is not None
         return self._client
+
+    @property
+    def validate(self) -> bool:
+        """Whether the client re-validates structured results against output schemas."""
+        return "validate_tool_result" not in vars(self.client.session)
+
+    @validate.setter
+    def validate(self, on: bool) -> None:
+        session = self.client.session
+        if on:
+            vars(session).pop("validate_tool_result", None)
+        else:
+            session.validate_tool_result = _no_validation  # type: ignore[method-assign]
+
+    async def call_raw(self, tool: str, arguments: dict[str, Any]) -> Any:
+        """Call a tool; the ``CallToolResult`` (``ToolFailed`` on ``isError``)."""
+        result = await self.client.call_tool(tool, arguments)
+        if result.is_error:
+            text = " ".join(getattr(c, "text", "") for c in result.content)
+            raise ToolFailed(f"{self.name} {tool}: {text[:2000]}\n--- server log ---\n{self.logs()[-2000:]}")
+        return result
 
     async def call(self, tool: str, **arguments: Any) -> dict[str, Any]:
         """Call a tool; its structured result, or ``ToolFailed``."""

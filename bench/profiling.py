@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 
 from bench.calls import SELECT_1, pg_env, select_1_in_process
 from bench.harness import PG_MODULE, Report, Services, StdioServer, latencies, ms
@@ -220,6 +221,15 @@ def _children(stacks: list[tuple[list[str], int]], parent: str, total: int, top:
     return [f"      {n / total:6.1%}  {fn}" for fn, n in below.most_common(top)]
 
 
+def code_stacks(stacks: list[tuple[list[str], int]]) -> Iterator[tuple[list[str], str, int]]:
+    """Each py-spy stack without its thread and process frames, with the thread it ran on and
+    its sample count (stacks with no code left are skipped)."""
+    for frames, n in stacks:
+        code = [f for f in frames if not f.startswith(("thread", "process"))]
+        if code:
+            yield code, _thread(code), n
+
+
 def summarize_profile(stacks: list[tuple[list[str], int]], top: int = 12) -> list[str]:
     """Shares by thread and package, breakdowns of the event loop and the handler, top self time."""
     total = sum(n for _, n in stacks) or 1
@@ -227,11 +237,7 @@ def summarize_profile(stacks: list[tuple[list[str], int]], top: int = 12) -> lis
     self_time: collections.Counter[str] = collections.Counter()
     areas: collections.Counter[str] = collections.Counter()
     loop: collections.Counter[str] = collections.Counter()
-    for frames, n in stacks:
-        code = [f for f in frames if not f.startswith(("thread", "process"))]
-        if not code:
-            continue
-        thread = _thread(code)
+    for code, thread, n in code_stacks(stacks):
         threads[thread] += n
         self_time[_function(code[-1])] += n
         areas[_area(code[-1])] += n

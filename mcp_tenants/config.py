@@ -13,6 +13,7 @@ import re
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Self
 from urllib.parse import urlsplit, urlunsplit
 
@@ -21,6 +22,8 @@ from mcp_tenants.errors import InvalidInput
 TENANT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 _TENANT_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 ACCESS_MODES = ("read-only", "read-write")
+#: Where a tenant came from: a tool call (checked on every connect), the operator CLI, the environment.
+ORIGINS = ("tool", "cli", "env")
 REDACTED = "***"
 
 
@@ -146,10 +149,14 @@ class TenantConfig:
 
     tenant_id: str
     access: str = field(default="read-only", kw_only=True)
+    #: Provenance, stored with the entry; an entry stored without it counts as tool-registered.
+    origin: str = field(default="tool", kw_only=True)
 
     def __post_init__(self) -> None:
         validate_tenant_id(self.tenant_id)
         validate_access(self.access)
+        if self.origin not in ORIGINS:
+            raise InvalidInput(f"origin {shown(self.origin)} is invalid: use tool, cli or env")
         redact.add(*(getattr(self, name) for name in self.SECRET_FIELDS))
 
     def target_host(self) -> str:
@@ -173,9 +180,14 @@ class TenantConfig:
                 data[name] = REDACTED
         return data
 
+    @property
+    def trusted(self) -> bool:
+        """True for environment and CLI tenants, whose targets are not checked."""
+        return self.origin != "tool"
+
     def public(self) -> dict[str, Any]:
-        """The fields that results and listings show: every field but the secrets."""
-        return {k: v for k, v in self.to_dict().items() if k not in self.SECRET_FIELDS}
+        """The fields that results and listings show: every field but the secrets (and the origin)."""
+        return {k: v for k, v in self.to_dict().items() if k not in self.SECRET_FIELDS and k != "origin"}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
@@ -213,10 +225,31 @@ class TenantConfig:
         return {"ACCESS": "access"}
 
     @classmethod
+    def env_variable(cls, tenant_id: str, field: str) -> str:
+        """The environment variable that sets ``field`` of tenant ``tenant_id``."""
+        suffix = next(suffix for suffix, name in cls.env_fields().items() if name == field)
+        return f"{cls.ENV_PREFIX}{tenant_id.upper()}_{suffix}"
+
+    @classmethod
+    def required_fields(cls) -> list[str]:
+        """Fields without a default, in declaration order (``tenant_id`` left out)."""
+        return [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name != "tenant_id" and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
+
+    @classmethod
     def from_env(cls, tenant_id: str, environ: Mapping[str, str]) -> Self | None:
-        """The tenant ``tenant_id`` as defined in ``environ``, or None when it is not there."""
+        """The tenant ``tenant_id`` as defined in ``environ``, or None when it is not there.
+
+        An invalid definition raises ``InvalidInput`` naming the variable to fix (never its value
+        when it is a secret).
+        """
         validate_tenant_id(tenant_id)
-        wanted = {f"{cls.ENV_PREFIX}{tenant_id}_{suffix}".upper(): name for suffix, name in cls.env_fields().items()}
+        prefix = f"{cls.ENV_PREFIX}{tenant_id.upper()}_"
+        variables = {name: cls.env_variable(tenant_id, name) for name in cls.env_fields().values()}
+        wanted = {variable.upper(): name for name, variable in variables.items()}
         values: dict[str, Any] = {}
         for key, value in environ.items():
             name = wanted.get(key.upper())
@@ -224,10 +257,18 @@ class TenantConfig:
                 values[name] = value
         if not values:
             return None
+        problems = [f"{variables[name]} is not set" for name in cls.required_fields() if name not in values]
         try:
-            return cls.from_dict({"tenant_id": tenant_id, **cls.coerce_env(values)})
+            coerced = cls.coerce_env(values)
+            if not problems:
+                return cls.from_dict({**coerced, "tenant_id": tenant_id, "origin": "env"})
         except InvalidInput as exc:
-            raise InvalidInput(f"environment tenant {tenant_id!r}: {exc}") from None
+            # Validators name the field first ("port 'abc' is ...", "PORT='abc' is ..."): name its variable.
+            text = str(exc)
+            longest_first = sorted(variables.items(), key=lambda item: -len(item[0]))  # access_key before access
+            culprit = next((v for n, v in longest_first if text.lower().startswith(n.lower())), f"{prefix}*")
+            problems.append(f"{culprit}: {text}")
+        raise InvalidInput(f"environment tenant {tenant_id!r}: {'; '.join(problems)}")
 
     @classmethod
     def coerce_env(cls, values: dict[str, Any]) -> dict[str, Any]:
@@ -347,6 +388,7 @@ _LIMITS: tuple[tuple[str, str, int, int, int], ...] = (
     ("MCP_MAX_OPEN_TENANTS", "max_open_tenants", 100, 1, 100_000),
     ("MCP_TENANT_IDLE_S", "tenant_idle_s", 600, 1, 7 * 24 * 3600),
     ("MCP_DRAIN_SECONDS", "drain_seconds", 0, 0, 300),
+    ("MCP_AUDIT_MAX_LEN", "audit_max_len", 100_000, 1, 1_000_000_000),
 )
 
 
@@ -372,6 +414,7 @@ class Settings:
     tenant_idle_s: int = 600
     drain_seconds: int = 0
     metrics_port: int | None = None
+    audit_max_len: int = 100_000
     transport: str = "stdio"
     host: str = "127.0.0.1"
     port: int = 8000
@@ -381,6 +424,13 @@ class Settings:
     allowed_hosts: tuple[str, ...] = ()
     allowed_volatile_functions: tuple[str, ...] = ()
     log_level: str = "INFO"
+    tenant_tools: bool = True
+    max_access: str = "read-write"
+    public_url: str | None = None
+    oauth_issuer: str | None = None
+    oauth_jwks_url: str | None = None
+    oauth_audience: str | None = None
+    oauth_tenants_claim: str = "mcp_tenants"
 
     @classmethod
     def from_env(cls, server: str, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -410,6 +460,13 @@ class Settings:
                 f.strip() for f in env.get("MCP_ALLOWED_VOLATILE_FUNCTIONS", "").split(",") if f.strip()
             ),
             log_level=(env.get("MCP_LOG_LEVEL", "INFO") or "INFO").upper(),
+            tenant_tools=_parse_switch("MCP_TENANT_TOOLS", env.get("MCP_TENANT_TOOLS", "on")),
+            max_access=(env.get("MCP_MAX_ACCESS") or "read-write").strip(),
+            public_url=(env.get("MCP_PUBLIC_URL") or "").strip().rstrip("/") or None,
+            oauth_issuer=(env.get("MCP_OAUTH_ISSUER") or "").strip() or None,
+            oauth_jwks_url=(env.get("MCP_OAUTH_JWKS_URL") or "").strip() or None,
+            oauth_audience=(env.get("MCP_OAUTH_AUDIENCE") or "").strip() or None,
+            oauth_tenants_claim=(env.get("MCP_OAUTH_TENANTS_CLAIM") or "").strip() or "mcp_tenants",
         )
         if env.get("MCP_METRICS_PORT", "").strip():
             values["metrics_port"] = parse_int("MCP_METRICS_PORT", env["MCP_METRICS_PORT"], minimum=1, maximum=65535)
@@ -430,8 +487,34 @@ class Settings:
             raise InvalidInput(f"MCP_TRANSPORT={shown(self.transport)} is invalid: use stdio or streamable-http")
         if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise InvalidInput(f"MCP_LOG_LEVEL={shown(self.log_level)} is invalid: use DEBUG, INFO, WARNING or ERROR")
+        if self.max_access not in ACCESS_MODES:
+            raise InvalidInput(f"MCP_MAX_ACCESS={shown(self.max_access)} is invalid: use read-only or read-write")
+        for name, url in (
+            ("MCP_PUBLIC_URL", self.public_url),
+            ("MCP_OAUTH_ISSUER", self.oauth_issuer),
+            ("MCP_OAUTH_JWKS_URL", self.oauth_jwks_url),
+        ):
+            if url is not None and urlsplit(url).scheme not in ("http", "https"):
+                raise InvalidInput(f"{name}={shown(url)} is invalid: give an http:// or https:// URL")
+
+
+def _parse_switch(name: str, value: str) -> bool:
+    """An on/off setting (also true/false, 1/0, yes/no)."""
+    return parse_bool(name, value or "on")
 
 
 def limit_names() -> Iterable[tuple[str, int]]:
     """(variable, default) of every numeric limit, for documentation and the CLI."""
     return ((var, default) for var, _fld, default, _lo, _hi in _LIMITS)
+
+
+def load_env_file(path: str | None) -> None:
+    """Read a .env file (``path``, else ``./.env`` when present); variables already set win."""
+    if path is not None and not Path(path).is_file():
+        raise InvalidInput(f"--env-file {path!r}: no such file")
+    target = path if path is not None else ".env"
+    if path is None and not Path(target).is_file():
+        return
+    from dotenv import load_dotenv  # only when there is a file to read: it costs start-up time
+
+    load_dotenv(target, override=False)

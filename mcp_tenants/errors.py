@@ -50,6 +50,14 @@ class StoreUnavailable(TenantsError):
     """Redis cannot be reached or refused the command."""
 
 
+class StoreRefused(StoreUnavailable):
+    """Redis refuses the command for a reason that retrying cannot fix (ACL, credentials, type)."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code  # Redis's error code, e.g. NOPERM
+
+
 class CorruptEntry(TenantsError):
     """A stored tenant entry cannot be parsed or decrypted."""
 

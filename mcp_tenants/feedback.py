@@ -13,6 +13,7 @@ import contextlib
 import contextvars
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +52,8 @@ class CallScope:
     min_level: int
     #: The MCP level names this request may receive (the SDK's per-request rule).
     allowed: frozenset[str]
+    #: Masks secrets in what this call's client is sent (the call's scoped redactor).
+    mask: Callable[[str], str] = redact
 
 
 current_call: contextvars.ContextVar[CallScope | None] = contextvars.ContextVar("mcp_call", default=None)
@@ -81,7 +84,7 @@ class ClientLogHandler(logging.Handler):
                 level = name  # type: ignore[assignment]
         if level not in scope.allowed:
             return
-        message = redact(record.getMessage())
+        message = scope.mask(record.getMessage())
         notification = types.LoggingMessageNotification(
             params=types.LoggingMessageNotificationParams(level=level, data=message, logger=record.name)
         )
@@ -93,7 +96,10 @@ class ClientLogHandler(logging.Handler):
 
 
 def client_log_scope(
-    loop: asyncio.AbstractEventLoop, ctx: ServerRequestContext[Any, Any], chosen_level: int | None
+    loop: asyncio.AbstractEventLoop,
+    ctx: ServerRequestContext[Any, Any],
+    chosen_level: int | None,
+    mask: Callable[[str], str] = redact,
 ) -> CallScope:
     """The log forwarding rule of one call.
 
@@ -106,7 +112,7 @@ def client_log_scope(
         min_level = logging.DEBUG if allowed else NOTHING
     else:
         min_level = NOTHING if chosen_level is None else chosen_level
-    return CallScope(loop, ctx, min_level, allowed)
+    return CallScope(loop, ctx, min_level, allowed, mask)
 
 
 class ProgressTicker:

@@ -5,17 +5,25 @@ It sends one real MCP ``initialize`` request over streamable HTTP, with
 (plain JSON or one server-sent event). Exit 0 when the server answers, 1 otherwise, with one line
 on stderr either way. Only the standard library and python-dotenv are used, so a check every few
 seconds costs little; the token never appears in the output.
+
+Without ``--url`` it asks the server where it listens: the server process in the same container
+(found in ``/proc``) has its options on its command line (``--transport stdio``, ``--port 9000``,
+``--host``), which win over ``MCP_TRANSPORT`` and ``MCP_PORT`` as they do for the server. A
+server on stdio has no endpoint to probe: the check then says so and passes while it runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shlex
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +38,110 @@ class Unhealthy(Exception):
     """The server did not give a valid answer to ``initialize``."""
 
 
+SERVER_COMMANDS = frozenset({"mcp-postgres-server", "mcp-minio-server"})
+SERVER_MODULES = frozenset(
+    {"mcp_tenants.postgres", "mcp_tenants.minio", "mcp_tenants.postgres.server", "mcp_tenants.minio.server"}
+)
+SHELLS = frozenset({"sh", "bash", "dash", "ash"})
+_WILDCARDS = frozenset({"", "0.0.0.0", "::", "[::]"})
+
+
 def default_url(environ: Mapping[str, str]) -> str:
     """``http://127.0.0.1:$MCP_PORT/mcp`` (port 8000 when unset)."""
     return f"http://127.0.0.1:{environ.get('MCP_PORT') or '8000'}/mcp"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the server listens: its transport and, for HTTP, the URL to probe."""
+
+    transport: str
+    url: str
+    pid: int | None = None
+
+
+def server_arguments(argv: Sequence[str]) -> list[str] | None:
+    """The options after the server command in ``argv``; None when ``argv`` runs no MCP server.
+
+    Matches ``mcp-postgres-server ...``, ``python /venv/bin/mcp-minio-server ...`` (a console
+    script's command line) and ``python -m mcp_tenants.postgres ...``.
+    """
+    if len(argv) >= 3 and os.path.basename(argv[0]) in SHELLS and argv[1] == "-c":  # CMD in shell form
+        with contextlib.suppress(ValueError):
+            return server_arguments(shlex.split(argv[2])[:64])
+        return None
+    for index, arg in enumerate(argv[:3]):
+        if os.path.basename(arg) in SERVER_COMMANDS:
+            return list(argv[index + 1 :])
+        if arg == "-m" and index + 1 < len(argv) and argv[index + 1] in SERVER_MODULES:
+            return list(argv[index + 2 :])
+    return None
+
+
+#: What Docker's ``--init`` and similar run as PID 1 in front of the command.
+INITS = frozenset({"tini", "docker-init", "dumb-init", "catatonit"})
+
+
+def _argv(proc: Path, pid: str) -> list[str]:
+    try:
+        raw = (proc / pid / "cmdline").read_bytes()
+    except OSError:
+        return []  # gone meanwhile, or not ours to read
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def _parent(proc: Path, pid: str) -> str | None:
+    try:
+        stat = (proc / pid / "stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[1]  # the field after "(comm) state"
+
+
+def find_server(proc: Path) -> tuple[int, list[str]] | None:
+    """(pid, options) of the container's MCP server: PID 1, or a child of an init at PID 1.
+
+    Only the container's own command counts: on a host, PID 1 is the host's init, so nothing is
+    found and the environment decides, as it always did.
+    """
+    first = _argv(proc, "1")
+    options = server_arguments(first)
+    if options is not None:
+        return 1, options
+    if not first or os.path.basename(first[0]) not in INITS:
+        return None
+    try:
+        pids = sorted((entry.name for entry in proc.iterdir() if entry.name.isdigit()), key=int)
+    except OSError:
+        return None
+    for pid in pids:
+        if pid != "1" and _parent(proc, pid) == "1":
+            options = server_arguments(_argv(proc, pid))
+            if options is not None:
+                return int(pid), options
+    return None
+
+
+def locate(environ: Mapping[str, str], proc: Path) -> Target:
+    """The server's transport and URL: its command-line options win over the environment."""
+    parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    for option in ("--transport", "--host", "--port"):
+        parser.add_argument(option)
+    server = find_server(proc)
+    options = argparse.Namespace(transport=None, host=None, port=None)
+    if server is not None:
+        # An option without its value: that server refused to start anyway.
+        with contextlib.suppress(argparse.ArgumentError, SystemExit):
+            options, _ = parser.parse_known_args(server[1])
+    # A server found without either serves stdio (its default); without a server to ask, the
+    # caller wants the HTTP endpoint probed.
+    transport = options.transport or environ.get("MCP_TRANSPORT") or ("stdio" if server else "streamable-http")
+    port = options.port or environ.get("MCP_PORT") or "8000"
+    host = options.host or environ.get("MCP_HOST") or "127.0.0.1"
+    host = "127.0.0.1" if host in _WILDCARDS else host
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return Target(transport, f"http://{host}:{port}/mcp", server[0] if server else None)
 
 
 def initialize_request() -> bytes:
@@ -122,13 +231,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Exit 0 when the MCP server answers an initialize request over streamable HTTP, "
         "1 otherwise. The bearer token is read from $MCP_AUTH_TOKEN.",
     )
-    parser.add_argument("--url", help="MCP endpoint (default: http://127.0.0.1:$MCP_PORT/mcp, port 8000)")
+    parser.add_argument(
+        "--url",
+        help="MCP endpoint (default: where the MCP server in this container listens, from its options "
+        "or MCP_TRANSPORT / MCP_PORT; http://127.0.0.1:8000/mcp when neither says)",
+    )
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer (default: 5)")
     parser.add_argument("--env-file", help="read settings from this .env file (default: ./.env when present)")
     return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, proc: Path = Path("/proc")) -> int:
     """Run the check; print one line to stderr; return the exit status."""
     args = parse_args(argv)
     from dotenv import load_dotenv  # same .env rule as the servers: real variables win
@@ -140,7 +253,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_dotenv(args.env_file, override=False)
     elif Path(".env").is_file():
         load_dotenv(".env", override=False)
-    url = args.url or default_url(os.environ)
+    url = args.url
+    if url is None:
+        target = locate(os.environ, proc)
+        if target.transport == "stdio":
+            where = f"process {target.pid}" if target.pid is not None else "the server"
+            print(f"healthy: {where} serves stdio: there is no HTTP endpoint to probe", file=sys.stderr)
+            return 0
+        url = target.url
     try:
         result = check(url, os.environ.get("MCP_AUTH_TOKEN") or None, args.timeout)
     except Unhealthy as exc:

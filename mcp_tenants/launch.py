@@ -1,38 +1,37 @@
-"""Start-up and shutdown shared by both servers: command line, settings, logging, transports, signals.
+"""Start-up and shutdown shared by both servers: command line, settings, logging, the process.
 
-``serve`` reads the settings, builds the tenant manager and the ``TenantServer``, then serves on
-stdio or streamable HTTP until the client leaves or a signal arrives. SIGTERM and SIGINT are
-handled the same way on both transports: stop taking calls, give the running ones
-``GRACE_SECONDS`` to finish, cancel what still runs (in PostgreSQL too), close the pools, exit 0
-— whether or not a stdio client keeps stdin open.
+``serve`` reads the command line and the settings, checks that the server may start as asked
+(authentication on a non-loopback bind, a free port), then builds a ``ServerProcess`` (Redis,
+the tenant manager, the ``TenantServer`` with its access policy, audit trail and metrics) and
+serves on stdio or streamable HTTP (``transports``) until the client leaves or a signal arrives.
+Closing the process cancels what still runs, closes the pools and flushes the audit trail.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import errno
 import logging
 import os
-import signal
 import socket
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from mcp_tenants import __version__
-from mcp_tenants.config import Settings, redact
+from mcp_tenants.access.registration import RegistrationPolicy
+from mcp_tenants.config import Settings, TenantConfig, load_env_file, redact
 from mcp_tenants.crypto import SecretCodec
 from mcp_tenants.errors import InvalidInput, TenantsError
 from mcp_tenants.feedback import ClientLogHandler
-from mcp_tenants.hostguard import HostGuard
-from mcp_tenants.httpauth import BearerTokenMiddleware, is_loopback
-from mcp_tenants.ops import Ops
-from mcp_tenants.registry import TenantBackend, TenantManager
-from mcp_tenants.server import GRACE_SECONDS, TenantServer
-from mcp_tenants.store import TenantStore
+from mcp_tenants.server import TenantServer
+from mcp_tenants.transports import bind, run_http, run_stdio, signals_ignored
+
+if TYPE_CHECKING:
+    from mcp_tenants.registry import TenantBackend, TenantManager
+
+#: Registers a server's tools on the app, over its tenant manager.
+AddTools = Callable[[TenantServer, "TenantManager[Any, Any]"], None]
 
 logger = logging.getLogger(__name__)
 
@@ -81,28 +80,93 @@ def parse_args(prog: str, argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load_env_file(path: str | None) -> None:
-    """Read a .env file; variables already in the environment win."""
-    from dotenv import load_dotenv
+class ServerProcess:
+    """Everything one server process holds besides its protocol front (``TenantServer``): Redis,
+    the tenant manager, the server's tools, the access policy, the audit trail and the metrics.
 
-    if path is not None:
-        if not Path(path).is_file():
-            raise InvalidInput(f"--env-file {path!r}: no such file")
-        load_dotenv(path, override=False)
-    elif Path(".env").is_file():
-        load_dotenv(".env", override=False)
+    Built after the protocol is up on stdio (see ``serve``): Redis, the database driver and the
+    SQL parser are imported here, not before the client's ``initialize`` is answered.
+    ``app.policy`` and ``app.observers`` are the access policy, the audit trail and the metrics;
+    the benchmark swaps them to measure what they cost.
+    """
+
+    def __init__(
+        self,
+        app: TenantServer,
+        make_backend: Callable[[Settings], TenantBackend[Any, Any]],
+        add_tools: AddTools,
+        *,
+        environ: Mapping[str, str] = os.environ,
+    ) -> None:
+        from mcp_tenants.access.audit import AuditLog
+        from mcp_tenants.access.policy import AccessPolicy
+        from mcp_tenants.ops import Ops
+        from mcp_tenants.redisconn import make_redis_client
+        from mcp_tenants.registry import TenantManager
+        from mcp_tenants.store import TenantStore
+
+        self.app = app
+        settings = self.settings = app.settings
+        backend = make_backend(settings)
+        registration = RegistrationPolicy.from_settings(settings)
+        # API keys and the audit trail share one client (thread-safe); the store has its own.
+        self.redis = make_redis_client(settings.redis)
+        self.store = TenantStore(
+            settings.redis, backend.server, backend.config_type, SecretCodec(settings.encryption_keys)
+        )
+        self.manager: TenantManager[Any, Any] = TenantManager(
+            backend,
+            self.store,
+            environ,
+            policy=registration,
+            max_open=settings.max_open_tenants,
+            idle_seconds=settings.tenant_idle_s,
+        )
+        app.known_ids = self.manager.known_ids
+        add_tools(app, self.manager)
+        if not registration.tools_enabled:  # MCP_TENANT_TOOLS=off
+            for name in ("register_tenant", "remove_tenant"):
+                app.remove_tool(name)
+        app.policy = AccessPolicy.from_settings(settings, peek=self.manager.peek)
+        self.audit = AuditLog(self.redis, backend.server, max_len=settings.audit_max_len)
+        self.ops = Ops(backend.server, settings, store=self.store, manager=self.manager)
+        self.ops.metrics.watch(audit_dropped=lambda: self.audit.dropped)
+        app.observers += [self.audit, self.ops.observer]
+
+    def start(self) -> None:
+        """Load the tenants (Redis in the background), start the audit writer and the metrics."""
+        self.manager.open()
+        self.audit.start()
+        self.ops.start()
+
+    def close(self) -> None:
+        """Cancel running queries and close the pools first, so the worker threads return at
+        once; then drain the workers, flush the audit trail, stop the metrics."""
+        with signals_ignored():  # a second signal does not stop the cleanup
+            self.manager.close()
+            self.app.close()
+            self.audit.close()  # after the workers: every call's record is queued by now
+            self.ops.close()
+            self.redis.close()
 
 
 def serve(
     prog: str,
     server: str,
+    config_type: type[TenantConfig],
     make_backend: Callable[[Settings], TenantBackend[Any, Any]],
-    add_tools: Callable[[TenantServer, TenantManager[Any, Any]], None],
+    add_tools: AddTools,
     argv: Sequence[str] | None = None,
     *,
     instructions: str | None = None,
 ) -> int:
-    """Start-up shared by both servers: settings → logging → Redis and tenants → serve → close."""
+    """Start-up shared by both servers: settings → logging → checks → serve → close.
+
+    Over stdio the protocol starts first and the rest (``ServerProcess``) is built on a thread,
+    so a desktop client's ``initialize`` is answered in the time the MCP SDK takes to import;
+    listing and calling tools wait until it is built. Over HTTP everything is built first: the
+    authentication check needs Redis before the port opens.
+    """
     args = parse_args(prog, argv)
     try:
         load_env_file(args.env_file)
@@ -114,193 +178,66 @@ def serve(
             allow_unauthenticated=args.allow_unauthenticated,
             log_level=args.log_level.upper() if args.log_level else None,
         )
-        codec = SecretCodec(settings.encryption_keys)
-        guard = HostGuard(settings.allowed_hosts)
+        SecretCodec(settings.encryption_keys)  # a bad key is a usage error, before anything starts
+        RegistrationPolicy.from_settings(settings)
     except TenantsError as exc:
         print(f"{prog}: {redact(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(settings.log_level)
-    if settings.transport != "stdio" and not settings.auth_token and not is_loopback(settings.host):
-        if not settings.allow_unauthenticated:
-            logger.error(
-                "refusing to serve %s without MCP_AUTH_TOKEN: set a token, bind 127.0.0.1, "
-                "or pass --allow-unauthenticated",
-                settings.host,
-            )
-            return EXIT_USAGE
-        logger.warning("serving %s without authentication (--allow-unauthenticated)", settings.host)
-    if not codec.enabled:
+    if not settings.encryption_keys:
         logger.warning("MCP_TENANT_ENCRYPTION_KEY is not set: tenant secrets are stored in Redis in plain text")
+    app = TenantServer(prog, settings, instructions=instructions, env_prefix=config_type.ENV_PREFIX)
+    built: list[ServerProcess] = []
 
-    listener = None
-    if settings.transport != "stdio":
-        try:
-            listener = bind(settings.host, settings.port)
-        except InvalidInput as exc:
-            logger.error("%s", exc)
-            return EXIT_USAGE
+    def build() -> ServerProcess:
+        process = ServerProcess(app, make_backend, add_tools)
+        built.append(process)
+        return process
 
-    backend = make_backend(settings)
-    store = TenantStore(settings.redis, backend.server, backend.config_type, codec)
-    manager = TenantManager(
-        backend,
-        store,
-        os.environ,
-        guard=guard,
-        max_open=settings.max_open_tenants,
-        idle_seconds=settings.tenant_idle_s,
-    )
-    app = TenantServer(
-        prog,
-        settings,
-        instructions=instructions,
-        env_prefix=backend.config_type.ENV_PREFIX,
-        known_ids=manager.known_ids,
-    )
-    add_tools(app, manager)
-    ops = Ops(server, settings, store=store, manager=manager)
-    app.observers.append(ops.observer)
     logger.info("%s %s starting (pid %d, %s)", prog, __version__, os.getpid(), settings.transport)
-    manager.open()
     try:
-        ops.start()
-        if listener is None:
-            asyncio.run(run_stdio(app))
+        if settings.transport == "stdio":
+            asyncio.run(run_stdio(app, lambda: build().start()))
         else:
-            asyncio.run(run_http(app, listener, ops))
+            process = build()
+            try:
+                auth, listener = _http_entry(settings, process.redis)
+            except InvalidInput as exc:
+                logger.error("%s", exc)
+                return EXIT_USAGE
+            try:
+                process.start()
+                asyncio.run(run_http(app, listener, auth, process.ops))
+            finally:
+                auth.close()
     except KeyboardInterrupt:  # a signal before the loop could take it over
         logger.info("signal received, shutting down")
     finally:
-        # Cancel running queries and close the pools first, so the worker threads return at
-        # once; then drain the workers. A second signal meanwhile does not stop the cleanup.
-        with _signals_ignored():
-            manager.close()
+        for process in built:
+            process.close()
+        if not built:
             app.close()
-            ops.close()
     logger.info("%s stopped", prog)
     return EXIT_OK
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """The listening socket, bound before anything says "serving", so a busy port is a clear error."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-        sock.listen(2048)
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise InvalidInput(
-                f"cannot listen on {host}:{port}: the port is already in use; stop the other process "
-                "or choose another port with --port or MCP_PORT"
-            ) from None
-        if exc.errno == errno.EADDRNOTAVAIL:
-            raise InvalidInput(
-                f"cannot listen on {host}:{port}: {host} is not an address of this machine; check --host or MCP_HOST"
-            ) from None
-        raise InvalidInput(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    sock.setblocking(False)
-    return sock
+def _http_entry(settings: Settings, redis_client: Any) -> tuple[Any, socket.socket]:
+    """The HTTP authentication and the bound socket; ``InvalidInput`` when the server may not
+    serve as configured (no way to authenticate on a non-loopback bind, a busy port)."""
+    from mcp_tenants.access.http import build_http_auth, is_loopback  # only the HTTP transport needs it
 
-
-async def run_stdio(app: TenantServer) -> None:
-    """Serve one client on stdin/stdout until it closes stdin or a signal arrives."""
-    from mcp_tenants.stdio import stdio_streams
-
-    stop = _stop_on_signals()
-    app.raw_output = True  # the stdio writer splices pre-encoded JSON into its messages
-    async with stdio_streams(app.settings.request_limit) as (read_stream, write_stream, traffic):
-        serving = asyncio.create_task(
-            app.lowlevel.run(read_stream, write_stream, app.lowlevel.create_initialization_options())
+    auth = build_http_auth(settings, redis_client)
+    if not is_loopback(settings.host) and not settings.allow_unauthenticated and not auth.can_authenticate():
+        auth.close()
+        raise InvalidInput(
+            f"refusing to serve {settings.host} without authentication: set MCP_AUTH_TOKEN or MCP_OAUTH_ISSUER, "
+            "create an API key (mcp-tenants key create; none is stored, or Redis cannot be reached), bind "
+            "127.0.0.1, or pass --allow-unauthenticated"
         )
-        stopping = asyncio.create_task(stop.wait())
-        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if stop.is_set():
-            logger.info("signal received, shutting down")
-            app.draining = True  # calls that arrive now are refused at once
-            try:
-                await asyncio.wait_for(traffic.answered(), GRACE_SECONDS)
-            except TimeoutError:
-                logger.warning("calls still running after %g s are cancelled", GRACE_SECONDS)
-            traffic.end_input()  # the server returns as if the client had closed stdin
-        stopping.cancel()
-        try:
-            await asyncio.wait_for(serving, GRACE_SECONDS)
-        except TimeoutError:
-            logger.warning("the protocol loop did not end; leaving it")
-
-
-async def run_http(app: TenantServer, listener: socket.socket, ops: Ops | None = None) -> None:
-    """Serve streamable HTTP (stateless, so replicas can share a load balancer) until a signal."""
-    import uvicorn  # only the HTTP transport needs it
-
-    settings = app.settings
-    asgi: Any = app.lowlevel.streamable_http_app(
-        stateless_http=True, host=settings.host, max_request_body_size=settings.request_limit
-    )
-    if settings.auth_token:
-        asgi = BearerTokenMiddleware(asgi, settings.auth_token)
-    ops = ops or Ops(settings.server, settings)
-    asgi = ops.wrap(asgi)  # /healthz and /readyz answer ahead of authentication
-    config = uvicorn.Config(
-        asgi, log_level="warning", lifespan="on", timeout_graceful_shutdown=int(GRACE_SECONDS), access_log=False
-    )
-    server = _uvicorn_server(config)
-    stop = _stop_on_signals()
-
-    async def on_stop() -> None:
-        while not server.started and not stop.is_set():
-            await asyncio.sleep(0.02)
-        if not stop.is_set():
-            ops.readiness.mark_ready()
-        await stop.wait()
-        logger.info("signal received, shutting down")
-        await ops.drain()  # /readyz is 503 now; keep serving MCP_DRAIN_SECONDS
-        app.draining = True
-        server.should_exit = True  # uvicorn stops accepting, then waits for open requests
-
-    watcher = asyncio.create_task(on_stop())
-    host, port = listener.getsockname()[:2]
-    logger.info("serving streamable HTTP on http://%s:%d/mcp", _url_host(host), port)
+    if settings.allow_unauthenticated and not is_loopback(settings.host):
+        logger.warning("serving %s: callers without credentials are let in (--allow-unauthenticated)", settings.host)
     try:
-        await server.serve(sockets=[listener])
-    finally:
-        watcher.cancel()
-
-
-def _uvicorn_server(config: Any) -> Any:
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        """uvicorn's server without its own signal handling: ``run_http`` owns the signals."""
-
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            yield
-
-    return Server(config)
-
-
-def _stop_on_signals() -> asyncio.Event:
-    """An event set by SIGTERM or SIGINT (a second one is ignored while shutting down)."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    return stop
-
-
-@contextlib.contextmanager
-def _signals_ignored() -> Iterator[None]:
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
+        return auth, bind(settings.host, settings.port)
+    except InvalidInput:
+        auth.close()
+        raise

@@ -157,7 +157,8 @@ def configured_target(config_type: type[TenantConfig], environ: Mapping[str, str
         return {}
     config = next(iter(configured.values()))
     say(f"  {what} of environment tenant {config.tenant_id!r} (only read)")
-    fields = {**config.to_dict(), "access": "read-only"}
+    fields = {**config.public(), "access": "read-only"}  # the tool's arguments: no origin
+    fields.update({name: getattr(config, name) for name in config.SECRET_FIELDS})
     fields.pop("tenant_id")
     return fields
 

@@ -30,9 +30,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from mcp_tenants.config import TenantConfig, env_tenants, validate_tenant_id
+from mcp_tenants.access.registration import RegistrationPolicy
+from mcp_tenants.access.targets import TargetPolicy
+from mcp_tenants.config import TenantConfig, validate_tenant_id
+from mcp_tenants.envtenants import EnvTenants, read_env_tenants
 from mcp_tenants.errors import (
     CorruptEntry,
+    InvalidInput,
+    StoreRefused,
     StoreUnavailable,
     TenantNotFound,
     TenantProtected,
@@ -40,7 +45,7 @@ from mcp_tenants.errors import (
     UnknownTenant,
     unknown_tenant,
 )
-from mcp_tenants.hostguard import HostGuard
+from mcp_tenants.listing import list_page
 from mcp_tenants.store import TenantStore
 
 logger = logging.getLogger(__name__)
@@ -91,13 +96,13 @@ class TenantManager(Generic[C, R]):
         store: TenantStore[C] | None,
         environ: Mapping[str, str] | None = None,
         *,
-        guard: HostGuard | None = None,
+        policy: RegistrationPolicy | None = None,
         max_open: int = 100,
         idle_seconds: float = 600.0,
     ) -> None:
         self.backend = backend
         self.store = store
-        self.guard = guard or HostGuard()
+        self.policy = policy or RegistrationPolicy(TargetPolicy())
         self._environ = os.environ if environ is None else environ
         self._max_open = max_open
         self._idle_seconds = idle_seconds
@@ -109,6 +114,8 @@ class TenantManager(Generic[C, R]):
         # While the background preload runs: tenants changed meanwhile, which it must not publish.
         self._touched: set[str] | None = None
         self._closed = False
+        # What the environment defines, read once by open(); invalid tenants are reported, not served.
+        self._env: EnvTenants[C] = EnvTenants()
 
     # -- life cycle -----------------------------------------------------------------------------
 
@@ -117,12 +124,15 @@ class TenantManager(Generic[C, R]):
 
         The stored tenants load on a background thread, so start-up does not grow with their
         number: until it finishes, a lookup falls through to Redis as for any tenant not yet in
-        memory. The environment's tenants are in place before this returns and always win.
+        memory. The environment's tenants are in place before this returns and always win; an
+        invalid one is logged and skipped (``list`` reports it), never fatal.
         """
-        from_env = env_tenants(self.backend.config_type, self._environ)
+        env = read_env_tenants(self.backend.config_type, self._environ)
         with self._lock:
-            self._entries.update({tid: _Entry(cfg, "env") for tid, cfg in from_env.items()})  # type: ignore[misc,arg-type]
-        logger.info("%s server: %d tenant(s) from the environment", self.backend.server, len(from_env))
+            self._env = env
+            self._entries.update({tid: _Entry(cfg, "env") for tid, cfg in env.valid.items()})
+        logger.info("%s server: %d tenant(s) from the environment", self.backend.server, len(env.valid))
+        env.log_invalid(self.backend.server)
         if self.store is not None:
             with self._lock:
                 self._touched = set()
@@ -133,24 +143,28 @@ class TenantManager(Generic[C, R]):
     def _preload(self) -> None:
         """Connect to Redis and load every stored tenant into memory (the background half of ``open``).
 
-        An unreachable Redis costs this thread its connect timeout, never the start-up.
+        An unreachable Redis costs this thread its connect timeout, never the start-up. Whatever
+        goes wrong here is logged; lookups then read Redis tenant by tenant.
         """
         assert self.store is not None
         configs: dict[str, C] = {}
         errors: dict[str, CorruptEntry] = {}
-        if self.store.connect():  # on failure it has logged a warning and keeps retrying
-            try:
+        try:
+            if self.store.connect():  # on failure it has logged a warning and keeps retrying
                 configs, errors = self.store.load_all()
-            except StoreUnavailable as exc:
-                logger.warning("could not load tenants from Redis: %s", exc)
+        except StoreUnavailable as exc:
+            logger.warning("could not load tenants from Redis: %s", exc)
+        except Exception:  # a dead preload must not go unnoticed, nor leave _touched set
+            logger.exception("loading tenants from Redis failed; they are read from Redis on first use")
         for tenant_id, error in sorted(errors.items()):
             logger.error("skipping stored tenant %r: %s", tenant_id, error)
+        shadowed = self._env.ids  # the environment's ids stay the environment's, valid or not
         with self._lock:
             # A tenant written or dropped since loading began may be stale here: skip it (the
             # next lookup reads Redis), and never replace an entry already in memory.
             touched, self._touched = self._touched or set(), None
             for tenant_id, config in configs.items():
-                if tenant_id not in touched and not self._closed:
+                if tenant_id not in touched and tenant_id not in shadowed and not self._closed:
                     self._entries.setdefault(tenant_id, _Entry(config, "redis"))
         logger.info("%s server: %d tenant(s) loaded from Redis", self.backend.server, len(configs))
 
@@ -198,6 +212,12 @@ class TenantManager(Generic[C, R]):
 
     # -- lookup ---------------------------------------------------------------------------------
 
+    def peek(self, tenant_id: str) -> C | None:
+        """The config of ``tenant_id`` if it is in memory, else None (no I/O: safe on the event loop)."""
+        with self._lock:
+            entry = self._entries.get(tenant_id)
+        return entry.config if entry is not None else None
+
     def get(self, tenant_id: str) -> C:
         """The config of ``tenant_id``: memory → Redis → environment → ``TenantNotFound``."""
         validate_tenant_id(tenant_id)
@@ -218,6 +238,9 @@ class TenantManager(Generic[C, R]):
             return entry.config
 
     def _load(self, tenant_id: str) -> tuple[C, str]:
+        invalid = self._env.invalid.get(tenant_id)
+        if invalid is not None:
+            raise InvalidInput(f"{invalid}; the server skipped this tenant: fix the variable and restart the server")
         if self.store is not None:
             try:
                 stored = self.store.get(tenant_id)
@@ -227,8 +250,12 @@ class TenantManager(Generic[C, R]):
                 return stored, "redis"
         from_env = self.backend.config_type.from_env(tenant_id, self._environ)
         if from_env is not None:
-            return from_env, "env"  # type: ignore[return-value]
-        raise UnknownTenant(tenant_id, unknown_tenant(tenant_id, self.backend.config_type.ENV_PREFIX))
+            return from_env, "env"
+        raise self.not_found(tenant_id)
+
+    def not_found(self, tenant_id: str) -> UnknownTenant:
+        """The error for an id that is not in memory, Redis or the environment."""
+        return UnknownTenant(tenant_id, unknown_tenant(tenant_id, self.backend.config_type.ENV_PREFIX))
 
     def resource(self, tenant_id: str) -> tuple[C, R]:
         """The config and the open resource of ``tenant_id``, opening it on first use."""
@@ -323,12 +350,12 @@ class TenantManager(Generic[C, R]):
             self._on_remote_change(tenant_id)
 
     def is_env_tenant(self, tenant_id: str) -> bool:
-        """True when the environment defines ``tenant_id``."""
+        """True when the environment defines ``tenant_id``, validly or not."""
         with self._lock:
             entry = self._entries.get(tenant_id)
-        if entry is not None and entry.source == "env":
+        if (entry is not None and entry.source == "env") or tenant_id in self._env.ids:
             return True
-        return self.backend.config_type.from_env(tenant_id, self._environ) is not None
+        return tenant_id in self.backend.config_type.env_ids(self._environ)
 
     def _refuse_env(self, tenant_id: str, action: str) -> None:
         if self.is_env_tenant(tenant_id):
@@ -341,13 +368,13 @@ class TenantManager(Generic[C, R]):
     def register(self, config: C, *, verify: bool = True) -> bool:
         """Add or replace a tenant; True when it was persisted to Redis.
 
-        Order: refuse env tenants → the host guard → check the target is reachable with these
-        credentials → publish in memory → persist. A failed check changes nothing.
+        Order: refuse env tenants → the registration policy (access, target) → check the target is
+        reachable with these credentials → publish in memory → persist. A failed check changes nothing.
         """
         tenant_id = config.tenant_id
         self._check_open()
         self._refuse_env(tenant_id, "overwritten")
-        self.guard.check(config.target_host())
+        self.policy.admit(config)
         if verify:
             self.backend.verify(config)
         with self._stripe(tenant_id):
@@ -357,7 +384,11 @@ class TenantManager(Generic[C, R]):
                 self._entries[tenant_id] = _Entry(config, "redis")
             if old is not None and old.resource is not None:
                 self._close_quietly(old.resource)
-            persisted = self.store.put(config) if self.store is not None else False
+            try:
+                persisted = self.store.put(config) if self.store is not None else False
+            except StoreRefused:
+                self._restore(tenant_id, old)  # Redis refused for good: nothing changed
+                raise
         logger.info("registered %s tenant %r (persisted: %s)", self.backend.server, tenant_id, persisted)
         return persisted
 
@@ -381,9 +412,20 @@ class TenantManager(Generic[C, R]):
                     in_store = entry is not None
             if entry is None and not in_store:
                 raise UnknownTenant(tenant_id, f"unknown tenant {tenant_id!r}: nothing to remove")
-            persisted = self.store.delete(tenant_id) if self.store is not None else False
+            try:
+                persisted = self.store.delete(tenant_id) if self.store is not None else False
+            except StoreRefused:
+                self._restore(tenant_id, entry)
+                raise
         logger.info("removed %s tenant %r (persisted: %s)", self.backend.server, tenant_id, persisted)
         return persisted
+
+    def _restore(self, tenant_id: str, old: _Entry[C, R] | None) -> None:
+        """Put back the entry a refused change replaced (its resource was closed: it reopens on use)."""
+        with self._lock:
+            self._detach(tenant_id)
+            if old is not None and not self._closed:
+                self._entries[tenant_id] = _Entry(old.config, old.source)
 
     # -- listing --------------------------------------------------------------------------------
 
@@ -402,35 +444,13 @@ class TenantManager(Generic[C, R]):
     ) -> tuple[list[dict[str, Any]], str | None, dict]:
         """A page of known tenants, sorted by id, starting after ``after``.
 
-        Returns (tenants, next cursor or None, unreadable stored entries of this page). Tenants
-        stored by other processes are listed too; only the page's entries are read from Redis.
+        Returns (tenants, next cursor or None, unreadable entries of this page: stored entries
+        that cannot be read and invalid environment tenants, each with its error). Tenants stored
+        by other processes are listed too; only the page's entries are read from Redis.
         ``visible`` keeps only the tenants a caller may see.
         """
         with self._lock:
             self._check_open()
             known = {tid: (e.config, e.source) for tid, e in self._entries.items()}
-        ids = set(known)
-        if self.store is not None:
-            with contextlib.suppress(StoreUnavailable):  # list what this process knows
-                ids |= self.store.ids()
-        ordered = sorted(tid for tid in ids if (after is None or tid > after) and (visible is None or visible(tid)))
-        page, more = ordered[:limit], len(ordered) > limit
-        errors: dict[str, str] = {}
-        missing = [tid for tid in page if tid not in known]
-        if missing and self.store is not None:
-            try:
-                stored, corrupt = self.store.load_many(missing)
-            except StoreUnavailable:
-                stored, corrupt = {}, {}
-            known.update({tid: (cfg, "redis") for tid, cfg in stored.items()})  # another process's
-            errors = {tid: str(exc) for tid, exc in corrupt.items()}
-        pending = self.store.pending_ids() if self.store is not None else set()
-        tenants = []
-        for tid in page:
-            if tid not in known:
-                continue
-            config, source = known[tid]
-            if source != "env":
-                source = "memory" if self.store is None or tid in pending else "redis"
-            tenants.append({**config.public(), "source": source})
-        return tenants, (page[-1] if more and page else None), errors
+            invalid_env = dict(self._env.invalid)
+        return list_page(known, invalid_env, self.store, limit=limit, after=after, visible=visible)

@@ -191,14 +191,16 @@ class TenantServer:
         *,
         instructions: str | None = None,
         env_prefix: str = "",
-        known_ids: Callable[[], set[str]] | None = None,
     ) -> None:
         self.settings = settings
         self.name = name
         self.policy: CallPolicy = OpenPolicy()
         self.observers: list[CallObserver] = []
+        #: Every tenant id the server knows of (for "did you mean"); the tenant manager's.
+        self.known_ids: Callable[[], set[str]] = set
         self._env_prefix = env_prefix
-        self._known_ids = known_ids or set
+        # Set while the tools are being registered in the background (``set_up``).
+        self._setup: asyncio.Future[None] | None = None
         self._specs: dict[str, ToolSpec] = {}
         self._listing: types.ListToolsResult | None = None
         self._executor = ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="mcp-tool")
@@ -252,9 +254,20 @@ class TenantServer:
         """The registered tools by name."""
         return self._specs
 
+    def set_up(self, setup: Callable[[], None]) -> asyncio.Future[None]:
+        """Run ``setup`` (which registers the tools) on a thread while the protocol already
+        answers: ``initialize`` needs none of it. Listing and calling tools wait for it."""
+        self._setup = asyncio.get_running_loop().run_in_executor(None, setup)
+        return self._setup
+
+    async def _set_up(self) -> None:
+        if self._setup is not None:
+            await asyncio.shield(self._setup)
+
     async def _list_tools(
         self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
+        await self._set_up()
         if self._listing is None:
             self._listing = types.ListToolsResult(tools=[spec.listing for spec in self._specs.values()])
         return self._listing
@@ -270,6 +283,7 @@ class TenantServer:
     async def _call_tool(
         self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
     ) -> dict[str, Any]:
+        await self._set_up()
         return self._passthrough.park(ctx, await self.call(ctx, params.name, params.arguments))
 
     async def call(
@@ -279,7 +293,12 @@ class TenantServer:
         started = time.monotonic()
         spec = self._specs.get(name)
         principal = self.policy.principal(ctx)
-        record = CallRecord(time=time.time(), principal=str(getattr(principal, "name", principal)), tool=name)
+        record = CallRecord(
+            time=time.time(),
+            principal=str(getattr(principal, "name", principal)),
+            kind=getattr(principal, "kind", None),
+            tool=name,
+        )
         tenant_id: str | None = None
         mask: Callable[[str], str] = redact
         self._enter()
@@ -297,7 +316,7 @@ class TenantServer:
             mask = self.policy.redactor(principal, tenant_id, kwargs)
             self.policy.authorize(principal, spec.action_for(kwargs), tenant_id)
             async with self._gate.slot(tenant_id):
-                result = await self._run(ctx, spec, principal, kwargs)
+                result = await self._run(ctx, spec, principal, kwargs, mask)
             text = rawjson.dumps(result)
             record.update(outcome="ok", rows=result.get("row_count"), bytes=len(text))
             if not self.raw_output and rawjson.holds_raw(result):
@@ -319,13 +338,18 @@ class TenantServer:
                 observer.call_finished(record)
 
     async def _run(
-        self, ctx: ServerRequestContext[Any, Any], spec: ToolSpec, principal: Any, kwargs: dict[str, Any]
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        spec: ToolSpec,
+        principal: Any,
+        kwargs: dict[str, Any],
+        mask: Callable[[str], str] = redact,
     ) -> Any:
         loop = asyncio.get_running_loop()
         # The copied context carries the call scope and the principal into the worker thread.
         run_context = contextvars.copy_context()
         chosen = connection_state(ctx.session).get(LOG_LEVEL_STATE)
-        run_context.run(current_call.set, client_log_scope(loop, ctx, chosen))
+        run_context.run(current_call.set, client_log_scope(loop, ctx, chosen, mask))
 
         run_context.run(_caller.set, principal)
 
@@ -347,7 +371,7 @@ class TenantServer:
             return str(exc)
         wanted = exc.tenant_id or tenant_id or ""
         try:
-            candidates = {t for t in self._known_ids() if self.policy.sees(principal, t)}
+            candidates = {t for t in self.known_ids() if self.policy.sees(principal, t)}
         except TenantsError:
             candidates = set()
         return unknown_tenant(wanted, self._env_prefix, candidates)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field
 from typing_extensions import TypedDict
 
 from mcp_tenants.config import TENANT_ID_PATTERN
-from mcp_tenants.registry import TenantManager
 from mcp_tenants.server import DELETES, READS, TenantServer
+
+if TYPE_CHECKING:
+    from mcp_tenants.registry import TenantManager
 
 TenantId = Annotated[str, Field(description=f"Tenant id, {TENANT_ID_PATTERN}")]
 PageSize = Annotated[int, Field(description="Tenants per page", ge=1, le=1000)]

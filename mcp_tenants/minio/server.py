@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from minio import Minio
 from pydantic import Field
 
+from mcp_tenants.config import Settings
 from mcp_tenants.errors import AccessDenied
 from mcp_tenants.launch import serve
-from mcp_tenants.minio import tools
-from mcp_tenants.minio.client import TenantSettingError
+from mcp_tenants.minio.config import MinioTenant
 from mcp_tenants.minio.results import (
     BucketCreated,
     BucketDeleted,
@@ -27,11 +26,15 @@ from mcp_tenants.minio.results import (
     PresignedUrl,
     RegisterResult,
 )
-from mcp_tenants.minio.tenant import MinioBackend, MinioTenant, explain_setting
-from mcp_tenants.registry import TenantManager
 from mcp_tenants.server import DELETES, DESTRUCTIVE_WRITES, READS, WRITES, TenantServer
 from mcp_tenants.tenant_tools import TenantId, add_tenant_tools
 from mcp_tenants.toolspec import Action
+
+if TYPE_CHECKING:
+    from minio import Minio
+
+    from mcp_tenants.minio.tenant import MinioBackend
+    from mcp_tenants.registry import TenantManager
 
 Bucket = Annotated[str, Field(description="Bucket name (S3 rules: 3-63 of a-z, 0-9, '.', '-')")]
 Key = Annotated[str, Field(description="Object key (1-1024 bytes of UTF-8)")]
@@ -55,7 +58,15 @@ INSTRUCTIONS = (
 
 
 def add_tools(app: TenantServer, manager: TenantManager[MinioTenant, Minio]) -> None:
-    """Register the MinIO tools on ``app``."""
+    """Register the MinIO tools on ``app``.
+
+    The minio SDK loads here, not when the module is imported: over stdio this runs after the
+    client's ``initialize`` is answered (``launch.serve``).
+    """
+    from mcp_tenants.minio import tools
+    from mcp_tenants.minio.client import TenantSettingError
+    from mcp_tenants.minio.tenant import explain_setting
+
     settings = app.settings
 
     add_tenant_tools(app, manager, ListTenantsResult)
@@ -220,6 +231,13 @@ def add_tools(app: TenantServer, manager: TenantManager[MinioTenant, Minio]) -> 
             return tools.presigned_url(minio_client, bucket, key, method=method, expires_seconds=expires_seconds)
 
 
+def make_backend(settings: Settings) -> MinioBackend:
+    """The backend (S3 clients), imported when the server process is built."""
+    from mcp_tenants.minio.tenant import MinioBackend
+
+    return MinioBackend(settings)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console script ``mcp-minio-server``."""
-    return serve("mcp-minio-server", "minio", MinioBackend, add_tools, argv, instructions=INSTRUCTIONS)
+    return serve("mcp-minio-server", "minio", MinioTenant, make_backend, add_tools, argv, instructions=INSTRUCTIONS)

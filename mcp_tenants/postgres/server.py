@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
 
+from mcp_tenants.config import Settings
 from mcp_tenants.errors import AccessDenied
 from mcp_tenants.launch import serve
-from mcp_tenants.postgres import tools
-from mcp_tenants.postgres.policy import FunctionPolicy
+from mcp_tenants.postgres.config import PostgresTenant
 from mcp_tenants.postgres.results import (
     ExecuteResult,
     ListTenantsResult,
@@ -20,10 +20,12 @@ from mcp_tenants.postgres.results import (
     SchemasResult,
     TablesResult,
 )
-from mcp_tenants.postgres.tenant import PostgresBackend, PostgresTenant, checkout
-from mcp_tenants.registry import TenantManager
 from mcp_tenants.server import DESTRUCTIVE_WRITES, READS, WRITES, TenantServer
 from mcp_tenants.tenant_tools import TenantId, add_tenant_tools
+
+if TYPE_CHECKING:
+    from mcp_tenants.postgres.tenant import PostgresBackend
+    from mcp_tenants.registry import TenantManager
 
 Schema = Annotated[str, Field(description="Schema name", min_length=1, max_length=63)]
 Sql = Annotated[
@@ -38,7 +40,15 @@ INSTRUCTIONS = (
 
 
 def add_tools(app: TenantServer, manager: TenantManager[PostgresTenant, Any]) -> None:
-    """Register the PostgreSQL tools on ``app``."""
+    """Register the PostgreSQL tools on ``app``.
+
+    psycopg and the SQL parser load here, not when the module is imported: over stdio this runs
+    after the client's ``initialize`` is answered (``launch.serve``).
+    """
+    from mcp_tenants.postgres import tools
+    from mcp_tenants.postgres.policy import FunctionPolicy
+    from mcp_tenants.postgres.tenant import checkout
+
     settings = app.settings
     policy = FunctionPolicy.from_names(settings.allowed_volatile_functions)
 
@@ -157,6 +167,15 @@ def add_tools(app: TenantServer, manager: TenantManager[PostgresTenant, Any]) ->
             )
 
 
+def make_backend(settings: Settings) -> PostgresBackend:
+    """The backend (psycopg pools), imported when the server process is built."""
+    from mcp_tenants.postgres.tenant import PostgresBackend
+
+    return PostgresBackend(settings)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console script ``mcp-postgres-server``."""
-    return serve("mcp-postgres-server", "postgres", PostgresBackend, add_tools, argv, instructions=INSTRUCTIONS)
+    return serve(
+        "mcp-postgres-server", "postgres", PostgresTenant, make_backend, add_tools, argv, instructions=INSTRUCTIONS
+    )

@@ -1,4 +1,4 @@
-"""A PostgreSQL tenant: its config, and the connection pool opened for it on first use."""
+"""A PostgreSQL tenant: the connection pool opened for it on first use (its config: config.py)."""
 
 from __future__ import annotations
 
@@ -9,93 +9,26 @@ import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from time import monotonic
-from typing import Any, ClassVar
+from typing import Any
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
-from mcp_tenants.config import Settings, TenantConfig, parse_int, redact, shown
-from mcp_tenants.errors import InvalidInput, TenantBusy, TenantNotFound, TenantUnreachable
+from mcp_tenants.access.targets import TargetPolicy
+from mcp_tenants.config import Settings
+from mcp_tenants.errors import TenantBusy, TenantNotFound, TenantUnreachable
+from mcp_tenants.postgres.config import PostgresTenant
 from mcp_tenants.postgres.reset import is_clean, reset_connection, take_clean
+from mcp_tenants.postgres.targets import pinned_connection_class
 from mcp_tenants.registry import TenantManager
 
 Connection = psycopg.Connection[Any]
 
 logger = logging.getLogger(__name__)
 
-SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
-
 #: A pooled connection idle for longer than this gets a round trip when it is checked out.
 CHECK_AFTER_IDLE_S = 5.0
-
-
-@dataclass(frozen=True, kw_only=True)
-class PostgresTenant(TenantConfig):
-    """Connection settings of one PostgreSQL tenant."""
-
-    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("password",)
-    ENV_PREFIX: ClassVar[str] = "POSTGRES_TENANT_"
-
-    host: str
-    port: int = 5432
-    database: str
-    user: str
-    password: str
-    sslmode: str = "prefer"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for name in ("host", "database", "user"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value.strip() or len(value) > 255 or "\x00" in value:
-                raise InvalidInput(
-                    f"{name} {shown(value)} is invalid: give a non-empty string of at most 255 characters"
-                )
-        if not isinstance(self.password, str) or "\x00" in self.password or len(self.password) > 1024:
-            raise InvalidInput("password is invalid: give a string of at most 1024 characters")
-        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 1 <= self.port <= 65535:
-            raise InvalidInput(f"port {shown(self.port)} is invalid: use 1..65535")
-        if self.sslmode not in SSLMODES:
-            raise InvalidInput(f"sslmode {shown(self.sslmode)} is invalid: use one of {', '.join(SSLMODES)}")
-
-    def target_host(self) -> str:
-        return self.host
-
-    @classmethod
-    def env_fields(cls) -> dict[str, str]:
-        return {
-            **super().env_fields(),
-            "HOST": "host",
-            "PORT": "port",
-            "DATABASE": "database",
-            "USER": "user",
-            "PASSWORD": "password",
-            "SSLMODE": "sslmode",
-        }
-
-    @classmethod
-    def coerce_env(cls, values: dict[str, Any]) -> dict[str, Any]:
-        if "port" in values:
-            values = {**values, "port": parse_int("PORT", values["port"], minimum=1, maximum=65535)}
-        return values
-
-    def conninfo(self, *, connect_timeout: int) -> dict[str, Any]:
-        """psycopg keyword arguments. Keywords, never a concatenated string: a password that
-        contains ``host=evil`` stays a password."""
-        return {
-            "host": self.host,
-            "port": self.port,
-            "dbname": self.database,
-            "user": self.user,
-            "password": self.password,
-            "sslmode": self.sslmode,
-            "connect_timeout": connect_timeout,
-            "application_name": f"mcp-tenants:{self.tenant_id}",
-            # The guard's parser reads UTF-8; the server must read the same characters.
-            "client_encoding": "UTF8",
-        }
 
 
 # (words in libpq's or the server's message, the cause in a person's words, the setting to fix)
@@ -122,9 +55,12 @@ _CAUSES = (
 
 
 def describe_connect_error(config: PostgresTenant, exc: Exception) -> str:
-    """A connection failure as a message that names the cause and what to fix, never the password."""
+    """A connection failure as a message that names the cause and what to fix, never the password.
+
+    Not masked here: libpq echoes the caller's own user and database names, and masking them with
+    every tenant's secrets would be an oracle; the server core masks the call's own secrets."""
     text = str(exc).strip()
-    detail = redact(text.splitlines()[-1] if text else type(exc).__name__)
+    detail = text.splitlines()[-1] if text else type(exc).__name__
     detail = detail.removeprefix("FATAL:").strip()
     where = (
         f"tenant {config.tenant_id!r}: cannot connect to PostgreSQL at {config.host}:{config.port} "
@@ -258,6 +194,11 @@ class PostgresBackend:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.targets = TargetPolicy.from_settings(settings)
+
+    def connection_class(self, config: PostgresTenant) -> type[Connection]:
+        """Tool-registered tenants connect only to checked addresses, on every connect."""
+        return psycopg.Connection if config.trusted else pinned_connection_class(self.targets)
 
     def open(self, config: PostgresTenant) -> TenantPool:
         """A pool that connects lazily, checks connections on checkout and resets them on return."""
@@ -279,6 +220,7 @@ class PostgresBackend:
             max_idle=300,
             num_workers=1,
             name=f"tenant-{config.tenant_id}",
+            connection_class=self.connection_class(config),
             open=True,
         )
 
@@ -290,7 +232,8 @@ class PostgresBackend:
 
     def verify(self, config: PostgresTenant) -> None:
         try:
-            with psycopg.connect(**config.conninfo(connect_timeout=self.settings.connect_timeout_s)) as conn:
+            conninfo = config.conninfo(connect_timeout=self.settings.connect_timeout_s)
+            with self.connection_class(config).connect(**conninfo) as conn:
                 conn.execute("SELECT 1")
         except psycopg.Error as exc:
             raise TenantUnreachable(describe_connect_error(config, exc)) from None

