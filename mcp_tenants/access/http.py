@@ -173,9 +173,15 @@ class AccessGate:
             await self.app(scope, receive, send)
             return
         user = scope.get("user")
+        credentials = sum(1 for name, _value in scope.get("headers", ()) if name.lower() == b"authorization")
+        if credentials > 1:
+            # Which one counts would depend on who reads the request (this server takes the first, a
+            # proxy in front may take the last): an ambiguous request is refused whatever it holds.
+            await self._refuse(send, "invalid_request", "send exactly one Authorization header")
+            return
         if isinstance(user, AuthenticatedUser) and isinstance(user.access_token, PrincipalToken):
             principal = user.access_token.principal
-        elif any(name.lower() == b"authorization" for name, _value in scope.get("headers", ())):
+        elif credentials:
             await self._refuse(send, "invalid_token", "the bearer token is invalid, expired or revoked")
             return
         elif await self.verifier.auth_required():

@@ -3,7 +3,8 @@
 One PostgreSQL server on streamable HTTP, shared by the tests of this module (start-up costs
 seconds). Two teams' tenants live on the same PostgreSQL cluster, as they would in practice:
 
-- ``team_a_rw``: read-write, the attacker's team; the attacker holds a *reader* key for ``team_a_*``;
+- ``team_a_rw``, ``team_a_two``: read-write, the attacker's team; the attacker holds a *reader* key
+  for ``team_a_*``;
 - ``team_b_payroll``: another team's tenant, used through an admin key for ``team_b_*``.
 
 Each test is one finding. Those whose fix lies outside the access layer's files are marked
@@ -57,8 +58,12 @@ def world(postgres_service, redis_service):
         "REDIS_DB": str(REDIS_DB),
         "REDIS_PASSWORD": redis_service.password,
         "MCP_ALLOWED_HOSTS": "127.0.0.1",
+        # Small pools, so that saturating the workers takes a few calls (availability isolation).
+        "MCP_WORKER_THREADS": "4",
+        "MCP_POOL_MAX_SIZE": "2",
     }
-    for tenant_id, access in (("team_a_rw", "read-write"), ("team_b_payroll", "read-only")):
+    tenants = (("team_a_rw", "read-write"), ("team_a_two", "read-write"), ("team_b_payroll", "read-only"))
+    for tenant_id, access in tenants:
         prefix = f"POSTGRES_TENANT_{tenant_id.upper()}_"
         env.update(
             {
@@ -202,9 +207,43 @@ def test_another_teams_tenant_reads_exactly_like_a_missing_one_for_every_tool(wo
         return listed, pairs
 
     listed, pairs = run_as(world, "reader", scenario)
-    assert [t["tenant_id"] for t in listed["tenants"]] == ["team_a_rw"] and listed["next_cursor"] is None
+    assert [t["tenant_id"] for t in listed["tenants"]] == ["team_a_rw"] and listed["next_cursor"] == "team_a_rw"
     assert listed["unreadable"] == {}
     for tool, hidden, missing in pairs:
         assert hidden.replace("team_b_payroll", "<id>").replace("TEAM_B_PAYROLL", "<ID>") == missing.replace(
             "team_b_payrolx", "<id>"
         ).replace("TEAM_B_PAYROLX", "<ID>"), tool
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="MEDIUM: one principal can starve every other team. The per-tenant gate caps a tenant at "
+    "MCP_POOL_MAX_SIZE calls, but nothing caps a principal: a reader granted two tenants fills all "
+    "MCP_WORKER_THREADS (16 = 2 x 8 by default) with slow reads (pg_sleep on a read-write tenant, or "
+    "any statement up to the 30 s timeout), and another team's SELECT 1 waits behind them. Fix "
+    "(mcp_tenants/server.py): a per-principal gate next to TenantGate, e.g. at most half the workers "
+    "per principal (MCP_PRINCIPAL_MAX_CALLS), refusing with 'busy' after the pool timeout.",
+)
+def test_one_principal_cannot_starve_another_teams_calls(world):
+    import time
+
+    async def hog(session: Session):
+        statements = [("team_a_rw", "SELECT pg_sleep(3)"), ("team_a_two", "SELECT pg_sleep(3)")] * 2
+        return await asyncio.gather(
+            *(session.client.call_tool("query", {"tenant_id": t, "sql": q}) for t, q in statements)
+        )
+
+    async def other_team(session: Session):
+        await asyncio.sleep(0.7)  # the hog's calls hold every worker by now
+        started = time.monotonic()
+        await session.call("query", tenant_id="team_b_payroll", sql="SELECT 1")
+        return time.monotonic() - started
+
+    async def both():
+        _, waited = await asyncio.gather(
+            _as(world["server"], world["reader"], hog), _as(world["server"], world["team_b"], other_team)
+        )
+        return waited
+
+    waited = asyncio.run(both())
+    assert waited < 1.5, f"team B's SELECT 1 waited {waited:.1f} s behind team A's reader"
