@@ -135,14 +135,6 @@ def test_a_reader_cannot_change_a_read_write_tenant_through_explain_analyze(worl
     assert value != 424242, "a reader key changed the tenant's data (the sequence) through explain_query"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MEDIUM: tenant ids of other teams leak through PostgreSQL: every pooled connection "
-    "carries application_name 'mcp-tenants:<tenant_id>', which pg_stat_activity shows to every role "
-    "on the cluster, so a reader of any tenant lists the tenants of every team sharing the cluster. "
-    "Fix (mcp_tenants/postgres/config.py conninfo): application_name 'mcp-tenants' without the id "
-    "(or a keyed hash of it, for the operator's own correlation).",
-)
 def test_other_teams_tenant_ids_do_not_show_in_pg_stat_activity(world):
     async def team_b(session: Session):
         await session.call("query", tenant_id="team_b_payroll", sql="SELECT 1")  # its pool keeps the connection
@@ -158,16 +150,6 @@ def test_other_teams_tenant_ids_do_not_show_in_pg_stat_activity(world):
     assert not any("team_b" in (name or "") for name in names), names
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MEDIUM: the redaction oracle still works for the server's own secrets (Redis password, "
-    "MCP_AUTH_TOKEN, encryption keys) through computed forms: a reader makes PostgreSQL compute a "
-    "guess (reverse/upper/concat) into an error and sees whether it comes back as ***; thousands of "
-    "guesses per call, no failed login anywhere. Query results are not masked at all, so masking "
-    "database-originated error text protects nothing and only creates the oracle. Fix "
-    "(mcp_tenants/server.py): do not pass QueryError/StorageError text (the backend's words about the "
-    "caller's own statement or request) through the secret mask; keep masking the server's own messages.",
-)
 def test_the_redis_password_cannot_be_tested_with_computed_guesses(world):
     redis_password = world["redis"].password
     wrong = "x" * len(redis_password)
@@ -215,15 +197,6 @@ def test_another_teams_tenant_reads_exactly_like_a_missing_one_for_every_tool(wo
         ).replace("TEAM_B_PAYROLX", "<ID>"), tool
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MEDIUM: one principal can starve every other team. The per-tenant gate caps a tenant at "
-    "MCP_POOL_MAX_SIZE calls, but nothing caps a principal: a reader granted two tenants fills all "
-    "MCP_WORKER_THREADS (16 = 2 x 8 by default) with slow reads (pg_sleep on a read-write tenant, or "
-    "any statement up to the 30 s timeout), and another team's SELECT 1 waits behind them. Fix "
-    "(mcp_tenants/server.py): a per-principal gate next to TenantGate, e.g. at most half the workers "
-    "per principal (MCP_PRINCIPAL_MAX_CALLS), refusing with 'busy' after the pool timeout.",
-)
 def test_one_principal_cannot_starve_another_teams_calls(world):
     import time
 
