@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from mcp_tenants.errors import InvalidInput
 
@@ -340,7 +340,9 @@ class RedisSettings:
                 "REDIS_URL=unix://... cannot be combined with REDIS_SENTINELS: use redis:// or rediss://"
             )
         sentinel_password = environ.get("REDIS_SENTINEL_PASSWORD") or None
-        redact.add(password, sentinel_password, urlsplit(url).password if url else None)
+        url_password = urlsplit(url).password if url else None
+        # Both forms: the URL's percent-encoded one, and the decoded one Redis sees (and may echo).
+        redact.add(password, sentinel_password, url_password, unquote(url_password) if url_password else None)
         return cls(
             sentinels=sentinels,
             sentinel_master=master,
@@ -380,6 +382,7 @@ _LIMITS: tuple[tuple[str, str, int, int, int], ...] = (
     ("MCP_OBJECT_MAX_BYTES", "object_max_bytes", 1 << 20, 1, 1 << 30),
     ("MCP_PUT_MAX_BYTES", "put_max_bytes", 1 << 20, 1, 1 << 30),
     ("MCP_MAX_REQUEST_BYTES", "max_request_bytes", 0, 64 << 10, 1 << 31),
+    ("MCP_PRINCIPAL_MAX_CALLS", "principal_max_calls", 0, 1, 1024),
     ("MCP_LIST_MAX_KEYS", "list_max_keys", 1000, 1, 100_000),
     ("MCP_WORKER_THREADS", "worker_threads", 16, 1, 1024),
     ("MCP_POOL_MAX_SIZE", "pool_max_size", 8, 1, 1000),
@@ -405,6 +408,8 @@ class Settings:
     put_max_bytes: int = 1 << 20
     #: 0: derived from put_max_bytes (see ``request_limit``).
     max_request_bytes: int = 0
+    #: 0: half the worker threads (see ``principal_limit``).
+    principal_max_calls: int = 0
     list_max_keys: int = 1000
     worker_threads: int = 16
     pool_max_size: int = 8
@@ -474,6 +479,12 @@ class Settings:
         settings = cls(server=server, redis=RedisSettings.from_env(env, default_db=default_db), **values)
         settings.validate()
         return settings
+
+    @property
+    def principal_limit(self) -> int:
+        """Calls one principal may have running at once (``MCP_PRINCIPAL_MAX_CALLS``); by default
+        half the worker threads, so one caller cannot occupy every worker."""
+        return self.principal_max_calls or max(1, self.worker_threads // 2)
 
     @property
     def request_limit(self) -> int:

@@ -130,6 +130,7 @@ class ServerProcess:
         app.policy = AccessPolicy.from_settings(settings, peek=self.manager.peek)
         self.audit = AuditLog(self.redis, backend.server, max_len=settings.audit_max_len)
         self.ops = Ops(backend.server, settings, store=self.store, manager=self.manager)
+        self.ops.use_tools(app.tools)  # metric labels only for this server's tools
         self.ops.metrics.watch(audit_dropped=lambda: self.audit.dropped)
         app.observers += [self.audit, self.ops.observer]
 

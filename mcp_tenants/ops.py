@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,11 @@ logger = logging.getLogger(__name__)
 STARTING, READY, DRAINING = "starting", "ready", "draining"
 #: Outcomes a call may end with (the ``outcome`` label).
 OUTCOMES = ("ok", "error", "denied", "internal_error", "cancelled")
+#: The ``tool`` label of calls whose name is not one of the server's tools.
+OTHER_TOOL = "other"
+#: Without the tool list, names that look like tool names get a label of their own, this many at most.
+MAX_UNPROVEN_TOOL_LABELS = 32
+_TOOL_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 class Readiness:
@@ -134,6 +140,9 @@ class Metrics:
     def call_finished(self, tool: str, outcome: str, seconds: float) -> None:
         """A call of ``tool`` ended with ``outcome`` (see ``OUTCOMES``) after ``seconds``."""
 
+    def move_in_flight(self, old: str, new: str) -> None:
+        """A running call counted under tool label ``old`` is now counted under ``new``."""
+
     def watch(
         self,
         *,
@@ -187,6 +196,10 @@ class PrometheusMetrics(Metrics):
 
     def call_started(self, tool: str) -> None:
         self._in_flight.labels(self.server, tool).inc()
+
+    def move_in_flight(self, old: str, new: str) -> None:
+        self._in_flight.labels(self.server, old).dec()
+        self._in_flight.labels(self.server, new).inc()
 
     def call_finished(self, tool: str, outcome: str, seconds: float) -> None:
         self._in_flight.labels(self.server, tool).dec()
@@ -271,17 +284,62 @@ def outcome_of(record: Mapping[str, Any]) -> str:
 
 
 class MetricsObserver:
-    """Feeds ``Metrics`` from the server core's call observers (``call_started`` / ``call_finished(record)``)."""
+    """Feeds ``Metrics`` from the server core's call observers (``call_started`` / ``call_finished(record)``).
 
-    def __init__(self, metrics: Metrics) -> None:
+    The tool name of a call is what the client sent, even for a tool that does not exist; used as a
+    label as is, every made-up name would add series (memory in this process and in Prometheus,
+    without bound), and any caller could flood them. So a name is a label only when it is one of
+    ``known_tools`` (``Ops.use_tools``) or, without that list, once a call of it has succeeded (only
+    real tools succeed) or while fewer than ``MAX_UNPROVEN_TOOL_LABELS`` other names that look like
+    tool names were seen; calls of any other name count under ``other``.
+
+    Thread-safety: ``_lock`` guards ``_proven`` and ``_as_other`` (observers are called from the
+    event loop, but nothing here may assume it).
+    """
+
+    def __init__(self, metrics: Metrics, known_tools: Iterable[str] | None = None) -> None:
         self.metrics = metrics
+        self.known_tools: frozenset[str] | None = frozenset(known_tools) if known_tools is not None else None
+        self._proven: set[str] = set()
+        self._plausible: set[str] = set()
+        self._as_other: dict[str, int] = {}  # calls running now that were counted in flight as "other"
+        self._lock = threading.Lock()
+
+    def _is_tool(self, name: str) -> bool:
+        if self.known_tools is not None:
+            return name in self.known_tools
+        return name in self._proven or name in self._plausible
 
     def call_started(self, tool: str) -> None:
-        self.metrics.call_started(tool)
+        name = str(tool)
+        with self._lock:
+            if (
+                self.known_tools is None
+                and not self._is_tool(name)
+                and len(self._plausible) < MAX_UNPROVEN_TOOL_LABELS
+                and _TOOL_NAME_RE.fullmatch(name)
+            ):
+                self._plausible.add(name)
+            if not self._is_tool(name):
+                self._as_other[name] = self._as_other.get(name, 0) + 1
+                name = OTHER_TOOL
+        self.metrics.call_started(name)
 
     def call_finished(self, record: Mapping[str, Any]) -> None:
         seconds = float(record.get("duration_ms") or 0.0) / 1000
-        self.metrics.call_finished(str(record.get("tool")), outcome_of(record), seconds)
+        name, outcome = str(record.get("tool")), outcome_of(record)
+        with self._lock:
+            started_as_other = self._as_other.get(name, 0) > 0
+            if started_as_other:
+                self._as_other[name] -= 1
+                if not self._as_other[name]:
+                    del self._as_other[name]
+            if outcome == "ok" and self.known_tools is None:
+                self._proven.add(name)
+            label = name if self._is_tool(name) else OTHER_TOOL
+        if started_as_other and label != OTHER_TOOL:
+            self.metrics.move_in_flight(OTHER_TOOL, label)  # counted in flight as "other" when it started
+        self.metrics.call_finished(label, outcome, seconds)
 
 
 class Ops:
@@ -302,6 +360,10 @@ class Ops:
             queued_writes=(lambda: len(store.pending_ids())) if store is not None else None,
             ready=lambda: self.readiness.ready,
         )
+
+    def use_tools(self, names: Iterable[str]) -> None:
+        """The server's tool names: calls of any other name are counted under the label ``other``."""
+        self.observer.known_tools = frozenset(names)
 
     def wrap(self, app: Any) -> HealthEndpoints:
         """``app`` with ``/healthz`` and ``/readyz`` in front (outside its authentication)."""

@@ -34,7 +34,15 @@ from mcp.server.lowlevel import Server
 
 from mcp_tenants import __version__, rawjson
 from mcp_tenants.config import Settings, redact
-from mcp_tenants.errors import InvalidInput, TenantBusy, TenantsError, UnknownTenant, unknown_tenant
+from mcp_tenants.errors import (
+    InvalidInput,
+    QueryError,
+    StorageError,
+    TenantBusy,
+    TenantsError,
+    UnknownTenant,
+    unknown_tenant,
+)
 from mcp_tenants.feedback import (
     LOG_LEVEL_STATE,
     MCP_LEVELS,
@@ -63,32 +71,34 @@ GRACE_SECONDS = 5.0
 _caller: contextvars.ContextVar[Any] = contextvars.ContextVar("mcp_tenants.caller")
 
 
-class TenantGate:
-    """Caps how many calls of one tenant run at once; a call that waits too long is "tenant busy".
+class CallGate:
+    """Caps how many calls of one key (a tenant, a principal) run at once; a call that waits too
+    long is refused with "busy".
 
-    Used only from the event loop (single-threaded), so it needs no lock. A tenant's semaphore
-    lives while calls use it and is dropped after, so the table stays as small as the traffic.
+    Used only from the event loop (single-threaded), so it needs no lock. A key's semaphore lives
+    while calls use it and is dropped after, so the table stays as small as the traffic.
     """
 
-    def __init__(self, per_tenant: int, timeout: float) -> None:
-        self._per_tenant = per_tenant
+    def __init__(self, limit: int, timeout: float, *, what: str = "tenant") -> None:
+        self._limit = limit
         self._timeout = timeout
-        self._slots: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}  # tenant → (semaphore, [users])
+        self._what = what
+        self._slots: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}  # key → (semaphore, [users])
 
     @contextlib.asynccontextmanager
-    async def slot(self, tenant_id: object) -> AsyncIterator[None]:
-        """Hold one of the tenant's slots for the duration of a call (no-op for tenant-less tools)."""
-        if not isinstance(tenant_id, str):
+    async def slot(self, key: object) -> AsyncIterator[None]:
+        """Hold one of the key's slots for the duration of a call (no-op when ``key`` is None)."""
+        if not isinstance(key, str):
             yield
             return
-        semaphore, users = self._slots.setdefault(tenant_id, (asyncio.Semaphore(self._per_tenant), [0]))
+        semaphore, users = self._slots.setdefault(key, (asyncio.Semaphore(self._limit), [0]))
         users[0] += 1
         try:
             try:
                 await asyncio.wait_for(semaphore.acquire(), self._timeout)
             except TimeoutError:
                 raise TenantBusy(
-                    f"tenant {tenant_id!r} is busy: {self._per_tenant} calls of it were already running for "
+                    f"{self._what} {key!r} is busy: {self._limit} calls of it were already running for "
                     f"{self._timeout:g} s; retry later"
                 ) from None
             try:
@@ -98,7 +108,7 @@ class TenantGate:
         finally:
             users[0] -= 1
             if users[0] == 0:
-                del self._slots[tenant_id]
+                del self._slots[key]
 
 
 class CallPolicy(Protocol):
@@ -119,6 +129,9 @@ class CallPolicy(Protocol):
     def redactor(self, principal: Any, tenant_id: str | None, arguments: Mapping[str, Any]) -> Callable[[str], str]:
         """How to mask secrets in what this call returns."""
 
+    def fair_share(self, principal: Any) -> str | None:
+        """The key under which ``principal``'s calls share ``MCP_PRINCIPAL_MAX_CALLS`` (None: no cap)."""
+
 
 class OpenPolicy:
     """Everyone may do everything: the operator on stdio, until an access policy is installed."""
@@ -137,6 +150,9 @@ class OpenPolicy:
 
     def redactor(self, principal: Any, tenant_id: str | None, arguments: Mapping[str, Any]) -> Callable[[str], str]:
         return redact
+
+    def fair_share(self, principal: Any) -> str | None:
+        return None
 
 
 class CallObserver(Protocol):
@@ -207,7 +223,10 @@ class TenantServer:
         # A tenant runs at most as many calls as its pool has connections: the rest of its backlog
         # waits here, on the event loop, not in worker threads blocked on its pool. With the
         # defaults (pool 8, workers 16) half the workers stay free for other tenants.
-        self._gate = TenantGate(min(settings.pool_max_size, settings.worker_threads), settings.pool_timeout_ms / 1000)
+        self._gate = CallGate(min(settings.pool_max_size, settings.worker_threads), settings.pool_timeout_ms / 1000)
+        # And one caller at most MCP_PRINCIPAL_MAX_CALLS (half the workers by default), so one team
+        # with several tenants cannot occupy every worker either.
+        self._fair = CallGate(settings.principal_limit, settings.pool_timeout_ms / 1000, what="caller")
         self._passthrough = ResultPassthrough()
         self.lowlevel: Server[Any] = Server(
             name,
@@ -315,7 +334,7 @@ class TenantServer:
             record.update(tenant=tenant_id, subject=_subject(kwargs))
             mask = self.policy.redactor(principal, tenant_id, kwargs)
             self.policy.authorize(principal, spec.action_for(kwargs), tenant_id)
-            async with self._gate.slot(tenant_id):
+            async with self._fair.slot(self.policy.fair_share(principal)), self._gate.slot(tenant_id):
                 result = await self._run(ctx, spec, principal, kwargs, mask)
             text = rawjson.dumps(result)
             record.update(outcome="ok", rows=result.get("row_count"), bytes=len(text))
@@ -325,7 +344,11 @@ class TenantServer:
         except TenantsError as exc:
             message = self._message(exc, principal, tenant_id)
             record.update(outcome="error", error=type(exc).__name__)
-            return _error(mask(message))
+            # The database's or the object store's words about the caller's own statement or
+            # request come back as they were, like query results do: masking text the caller can
+            # make the backend compute (reverse($$guess$$)::int) would tell them which guess is a
+            # secret. Everything else (connections, Redis, our own messages) is masked.
+            return _error(message if isinstance(exc, _CALLER_ECHOES) else mask(message))
         except Exception:
             logger.exception("tool %s failed unexpectedly", name)
             record.update(outcome="error", error="InternalError")
@@ -404,6 +427,9 @@ class TenantServer:
 def _error(message: str) -> dict[str, Any]:
     return {"content": [{"type": "text", "text": message}], "isError": True}
 
+
+#: Errors whose text the backend derived from the caller's own statement or request.
+_CALLER_ECHOES = (QueryError, StorageError)
 
 _SUBJECT_MAX = 2048
 

@@ -32,6 +32,9 @@ audit_logger = logging.getLogger("mcp_tenants.audit")
 FIELDS = ("time", "principal", "kind", "tenant", "tool", "subject", "outcome", "error", "duration_ms", "rows", "bytes")
 NUMERIC = frozenset({"duration_ms", "rows", "bytes"})
 SUBJECT_MAX_BYTES = 2048
+#: Every other string field is cut too: a caller chooses the tool name (an unknown one is recorded
+#: as sent) and an OAuth ``sub``, and a record must stay small whatever they send.
+FIELD_MAX_BYTES = {"tool": 128, "principal": 256, "kind": 32, "tenant": 64, "outcome": 32, "error": 128}
 _REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ResponseError)
 #: How often the writer looks for new records (they reach Redis within about this long).
 POLL_S = 0.1
@@ -150,8 +153,9 @@ class AuditLog:
             fields = {**fields, "time": iso(fields["time"])}
         ordered = {name: fields[name] for name in FIELDS if fields.get(name) is not None}
         ordered.update({k: v for k, v in fields.items() if k not in ordered and v is not None})
-        if isinstance(ordered.get("subject"), str):
-            ordered["subject"] = cut(ordered["subject"])
+        for name, value in ordered.items():
+            if isinstance(value, str):
+                ordered[name] = cut(value, FIELD_MAX_BYTES.get(name, SUBJECT_MAX_BYTES))
         return {k: self._redact(v) if isinstance(v, str) else v for k, v in ordered.items()}
 
     def _run(self) -> None:

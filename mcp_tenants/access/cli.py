@@ -179,23 +179,36 @@ def _follow(
                 yield after, from_stream(fields)
 
 
+def printable(value: Any, limit: int = 160) -> str:
+    """``value`` as one line of plain text: whitespace runs become one space, every other character
+    a terminal would act on (escape sequences, bidirectional overrides, ...) is shown escaped.
+
+    Callers choose much of a record (the statement, the tool name, an OAuth ``sub``): printed raw, a
+    line break would forge a record of someone else, an escape sequence would rewrite the screen."""
+    text = " ".join(str(value).split())
+    text = "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode() for c in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def format_record(record: dict[str, Any]) -> str:
     """One line per record for people."""
-    outcome = str(record.get("outcome", "?"))
+    outcome = printable(record.get("outcome", "?"), 32)
     if record.get("error"):
-        outcome += f"({record['error']})"
+        outcome += f"({printable(record['error'], 64)})"
     amount = ""
     if record.get("rows") is not None:
-        amount = f" rows={record['rows']}"
+        amount = f" rows={printable(record['rows'], 20)}"
     elif record.get("bytes") is not None:
-        amount = f" bytes={record['bytes']}"
-    subject = " ".join(str(record.get("subject", "")).split())
-    if len(subject) > 160:
-        subject = subject[:157] + "..."
+        amount = f" bytes={printable(record['bytes'], 20)}"
+    subject = printable(record.get("subject", ""))
+    # API keys by name (their names are unique); any other kind as kind:name, so an OAuth user whose
+    # sub is "token" never reads like the MCP_AUTH_TOKEN principal, nor like a key of that name.
+    kind, principal = record.get("kind"), record.get("principal", "?")
+    who = principal if kind in (None, "", "key") else f"{kind}:{principal}"
     return (
-        f"{record.get('time', '?')}  {record.get('principal', '?')}  {record.get('tenant') or '-'}  "
-        f"{record.get('tool', '?')}  {outcome}  {record.get('duration_ms', '?')}ms{amount}"
-        + (f"  {subject}" if subject else "")
+        f"{printable(record.get('time', '?'), 40)}  {printable(who, 80)}  "
+        f"{printable(record.get('tenant') or '-', 64)}  {printable(record.get('tool', '?'), 64)}  {outcome}  "
+        f"{printable(record.get('duration_ms', '?'), 20)}ms{amount}" + (f"  {subject}" if subject else "")
     )
 
 

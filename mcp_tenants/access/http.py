@@ -10,7 +10,9 @@ SDK's ``RequireAuthMiddleware`` cannot express is our rule for *when* a request 
     this counts as yes). Otherwise a request without an ``Authorization`` header is made by
     ``ANONYMOUS``, but only on a loopback bind or with ``--allow-unauthenticated``: a server bound
     beyond loopback never lets an anonymous caller in by default. A header that does not verify is
-    always refused.
+    always refused. On a loopback bind (without ``--allow-unauthenticated``) an anonymous request
+    must also name a loopback host in ``Host`` (and ``Origin``, when sent): a web page whose name
+    an attacker re-points at 127.0.0.x (DNS rebinding) must not drive the server as admin.
 
 ``AccessGate`` applies that rule, answers 401 with a ``WWW-Authenticate`` header that points at the
 protected-resource metadata when OAuth is configured, and records the request's principal in the
@@ -86,11 +88,14 @@ class PrincipalVerifier:
         keys: KeyCache | None = None,
         jwt_verifier: JwtVerifier | None = None,
         allow_anonymous: bool = True,
+        anonymous_local_only: bool = False,
     ) -> None:
         self._token = auth_token.encode() if auth_token else None
         self.keys = keys
         self.jwt = jwt_verifier
         self.allow_anonymous = allow_anonymous
+        #: Anonymous requests must address the server by a loopback name (see the module docstring).
+        self.anonymous_local_only = anonymous_local_only
 
     @property
     def always_required(self) -> bool:
@@ -168,13 +173,26 @@ class AccessGate:
             await self.app(scope, receive, send)
             return
         user = scope.get("user")
+        credentials = sum(1 for name, _value in scope.get("headers", ()) if name.lower() == b"authorization")
+        if credentials > 1:
+            # Which one counts would depend on who reads the request (this server takes the first, a
+            # proxy in front may take the last): an ambiguous request is refused whatever it holds.
+            await self._refuse(send, "invalid_request", "send exactly one Authorization header")
+            return
         if isinstance(user, AuthenticatedUser) and isinstance(user.access_token, PrincipalToken):
             principal = user.access_token.principal
-        elif any(name.lower() == b"authorization" for name, _value in scope.get("headers", ())):
+        elif credentials:
             await self._refuse(send, "invalid_token", "the bearer token is invalid, expired or revoked")
             return
         elif await self.verifier.auth_required():
             await self._refuse(send, None, "authentication required: send Authorization: Bearer <token or key>")
+            return
+        elif self.verifier.anonymous_local_only and not addressed_locally(scope):
+            await self._refuse(
+                send,
+                None,
+                "authentication required: without credentials only requests naming a loopback host are served",
+            )
             return
         else:
             principal = ANONYMOUS
@@ -202,6 +220,42 @@ class AccessGate:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def _loopback_name(host: str | None) -> bool:
+    if not host:
+        return False
+    host = host.lower().rstrip(".")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host == "localhost" or host.endswith(".localhost") or is_loopback(host)
+
+
+def addressed_locally(scope: Scope) -> bool:
+    """True when the request's ``Host`` (and ``Origin``, if any) name a loopback host."""
+    from urllib.parse import urlsplit
+
+    headers: dict[bytes, list[bytes]] = {}
+    for name, value in scope.get("headers", ()):
+        headers.setdefault(name.lower(), []).append(value)
+    hosts = headers.get(b"host", [])
+    if len(hosts) != 1:
+        return False
+    host = hosts[0].decode("latin-1").strip()
+    if host.startswith("["):  # [v6]:port
+        name = host[1:].split("]", 1)[0]
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    if not _loopback_name(name):
+        return False
+    for origin in headers.get(b"origin", []):
+        try:
+            hostname = urlsplit(origin.decode("latin-1").strip()).hostname  # "null" has none: refused
+        except ValueError:
+            return False
+        if not _loopback_name(hostname):
+            return False
+    return True
 
 
 @dataclass
@@ -278,6 +332,7 @@ def build_http_auth(settings: Any, redis_client: Any | None) -> HttpAuth:
         keys=keys,
         jwt_verifier=jwt_verifier,
         allow_anonymous=settings.allow_unauthenticated or is_loopback(settings.host),
+        anonymous_local_only=not settings.allow_unauthenticated,
     )
     return HttpAuth(verifier, resource_url, metadata_url, routes)
 

@@ -237,10 +237,22 @@ class KeyCache:
     """
 
     TTL = 1.0
+    #: While Redis cannot be reached, an answer read at most this long ago is still used. A process
+    #: cut off from Redis cannot learn of a revocation: past this it refuses the key (fails closed)
+    #: rather than honour a revoked key for as long as the outage lasts.
+    OUTAGE_GRACE = 30.0
 
-    def __init__(self, store: ApiKeyStore, *, ttl: float = TTL, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        store: ApiKeyStore,
+        *,
+        ttl: float = TTL,
+        clock: Callable[[], float] = time.monotonic,
+        outage_grace: float = OUTAGE_GRACE,
+    ) -> None:
         self.store = store
         self._ttl = min(ttl, self.TTL)
+        self._outage_grace = outage_grace
         self._clock = clock
         self._generation = 0
         # digest → (record or None, fetched at, generation); also the last known answer during an outage.
@@ -263,15 +275,19 @@ class KeyCache:
     def fetch(self, digest: str) -> ApiKey | None:
         """Look the hash up in Redis (blocking: call from a worker thread) and cache the answer.
 
-        While Redis is unreachable the last answer this process had is used: a key cannot be
-        created or revoked meanwhile either, since both go through Redis.
+        While Redis is unreachable the last answer this process had is used, for at most
+        ``OUTAGE_GRACE`` seconds after it was read: this process cannot tell whether Redis is down
+        for everyone (then no key can be revoked either) or only for it (a network partition, while
+        the operator revokes keys on the Redis every other process reads).
         """
         started, generation = self._clock(), self._generation  # the TTL runs from before the read
         try:
             record = self.store.lookup(digest)
         except StoreUnavailable:
             last = self._entries.get(digest)
-            return last[0] if last is not None else None
+            if last is None or started - last[1] > self._outage_grace:
+                return None
+            return last[0]
         self._entries[digest] = (record, started, generation)
         if len(self._entries) > 10_000:  # bound memory against floods of made-up keys
             self._entries = {d: e for d, e in self._entries.items() if e[0] is not None}
@@ -292,12 +308,13 @@ class KeyCache:
         return None
 
     def fetch_any_keys(self) -> bool:
-        """Whether any key is stored (blocking). Unknown (Redis never reached) counts as yes."""
+        """Whether any key is stored (blocking). Unknown (Redis never reached, or not for longer than
+        ``OUTAGE_GRACE``) counts as yes."""
         started, generation = self._clock(), self._generation
         try:
             count = self.store.count()
         except StoreUnavailable:
-            return self._count is None or self._count[0] > 0
+            return self._count is None or self._count[0] > 0 or started - self._count[1] > self._outage_grace
         self._count = (count, started, generation)
         return count > 0
 

@@ -59,6 +59,13 @@ class AccessPolicy:
         """``current_principal()`` is ``principal`` while the tool runs."""
         return use_principal(principal)
 
+    def fair_share(self, principal: Any) -> str | None:
+        """Callers who authenticated share a cap each; the operator (stdio) and anonymous callers
+        (a loopback development server) are one user and get every worker."""
+        if not isinstance(principal, Principal) or principal.kind in ("operator", "anonymous"):
+            return None
+        return f"{principal.kind}:{principal.name}"
+
     def redactor(self, principal: Any, tenant_id: str | None, arguments: Mapping[str, Any]) -> Callable[[str], str]:
         """Masks the used tenant's and the server's secrets, never text the call sent (see ``redaction``)."""
         cache: list[Redactor] = []

@@ -50,12 +50,22 @@ class ScopedRedaction:
 
     @classmethod
     def from_settings(cls, settings: Any, *extra: str | None) -> ScopedRedaction:
-        """The server's own secrets: auth token, Redis password(s), encryption keys, and ``extra``."""
-        from urllib.parse import urlsplit
+        """The server's own secrets: auth token, Redis and Sentinel passwords, encryption keys, and ``extra``."""
+        from urllib.parse import unquote, urlsplit
 
         redis = settings.redis
         url_password = urlsplit(redis.url).password if redis.url else None
-        return cls([settings.auth_token, redis.password, url_password, *settings.encryption_keys, *extra])
+        return cls(
+            [
+                settings.auth_token,
+                redis.password,
+                url_password,
+                unquote(url_password) if url_password else None,
+                getattr(redis, "sentinel_password", None),
+                *settings.encryption_keys,
+                *extra,
+            ]
+        )
 
     def for_call(self, tenant_secrets: Iterable[str | None], arguments: Mapping[str, Any]) -> Redactor:
         """The redactor for one call's result and error text."""

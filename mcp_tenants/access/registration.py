@@ -2,7 +2,10 @@
 
 ``MCP_TENANT_TOOLS=off`` removes ``register_tenant`` and ``remove_tenant`` (the core asks
 ``tools_enabled``); ``MCP_MAX_ACCESS`` caps the access a tool may give a tenant; the target policy
-checks where it points (again on every connect, in the backends' connect hooks).
+checks where it points (again on every connect, in the backends' connect hooks). A tool may not
+put control characters (line breaks above all) in a tenant's non-secret fields: libpq sends the
+user and database names in clear to whatever listens at the target, and a line-based service there
+would read ``\r\n``-separated parts as its own commands.
 """
 
 from __future__ import annotations
@@ -10,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mcp_tenants.access.targets import TargetPolicy
-from mcp_tenants.errors import AccessDenied
+from mcp_tenants.access.targets import TargetPolicy, control_characters
+from mcp_tenants.errors import AccessDenied, InvalidInput
 
 
 @dataclass(frozen=True)
@@ -35,4 +38,10 @@ class RegistrationPolicy:
                 '(MCP_MAX_ACCESS=read-only); register it with access="read-only", or ask the operator to '
                 "add it with mcp-tenants add"
             )
+        for name, value in config.public().items():
+            if isinstance(value, str) and control_characters(value):
+                raise InvalidInput(
+                    f"{name} of tenant {config.tenant_id!r} contains control characters (such as a line break); "
+                    "remove them"
+                )
         self.targets.check(config.target_host())

@@ -56,6 +56,11 @@ _NAME_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 _PATTERN_LABEL_RE = re.compile(r"[a-z0-9_*-]{1,63}")
 
 
+def control_characters(text: str) -> bool:
+    """True when ``text`` holds a C0 or C1 control character or DEL (line breaks among them)."""
+    return any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in text)
+
+
 def embedded_ipv4(address: IPAddress) -> IPAddress:
     """The IPv4 address an IPv6 address stands for (IPv4-mapped, -compatible, 6to4, NAT64,
     Teredo client), else the address itself."""

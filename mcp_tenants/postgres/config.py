@@ -76,7 +76,9 @@ class PostgresTenant(TenantConfig):
             "password": self.password,
             "sslmode": self.sslmode,
             "connect_timeout": connect_timeout,
-            "application_name": f"mcp-tenants:{self.tenant_id}",
+            # Not the tenant id: pg_stat_activity shows application_name to every role of the
+            # cluster, and tenant ids are hidden from callers outside the grant.
+            "application_name": "mcp-tenants",
             # The guard's parser reads UTF-8; the server must read the same characters.
             "client_encoding": "UTF8",
         }

@@ -1,15 +1,15 @@
-"""TenantGate: a per-tenant cap on running calls, on the event loop."""
+"""CallGate: a per-key cap (tenant, caller) on running calls, on the event loop."""
 
 import asyncio
 
 import pytest
 
 from mcp_tenants.errors import TenantBusy
-from mcp_tenants.server import TenantGate
+from mcp_tenants.server import CallGate
 
 
 def test_a_tenant_over_its_cap_waits_then_is_busy_while_others_pass():
-    gate = TenantGate(per_tenant=2, timeout=0.2)
+    gate = CallGate(2, 0.2)
     release = asyncio.Event
 
     async def main():
@@ -21,7 +21,7 @@ def test_a_tenant_over_its_cap_waits_then_is_busy_while_others_pass():
 
         holders = [asyncio.create_task(occupy()) for _ in range(2)]
         await asyncio.sleep(0.01)
-        with pytest.raises(TenantBusy, match="'slow' is busy"):
+        with pytest.raises(TenantBusy, match="tenant 'slow' is busy"):
             async with gate.slot("slow"):
                 pass
         async with gate.slot("other"):  # another tenant is not held up
