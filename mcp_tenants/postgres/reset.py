@@ -76,6 +76,19 @@ def finish(conn: Connection, batch: Batch, results: list[Result | None], span: t
     return not others
 
 
+def run_and_end(batch: Batch) -> list[Result | None]:
+    """Run ``batch`` with ROLLBACK and the reset after its statements; raise the first error of
+    its own statements. Marks the connection clean when the reset went through: the caller must
+    then send nothing more before the connection goes back to its pool."""
+    batch.query(b"ROLLBACK")
+    span = queue(batch)
+    results = batch.run()
+    batch.check(results[: span[0]])
+    if finish(batch.conn, batch, results, span):
+        mark_clean(batch.conn)
+    return results
+
+
 def mark_clean(conn: Connection) -> None:
     """``conn`` was just reset and will run nothing more before it goes back to its pool."""
     _clean.add(conn)

@@ -169,17 +169,10 @@ def _fetch_rows(
     batch = Batch(conn)
     if limit <= _ONE_SHOT_ROWS:
         rows = batch.query(wrapped, bound)
-        batch.query(b"ROLLBACK")
-        span = reset.queue(batch)
-        results = batch.run()
-        batch.check(results[: span[0]])
-        texts, cut, full = rowjson.collect(results[rows], 0)
-        if reset.finish(conn, batch, results, span):
-            reset.mark_clean(conn)
-        return texts, cut, full
+        return rowjson.collect(reset.run_and_end(batch)[rows], 0)
     batch.query(_ROWS_PREFIX + wrapped, bound)
-    texts = []
-    cut = []
+    texts: list[bytes] = []
+    cut: list[list[int]] = []
     while True:
         fetch = batch.query(_ROWS_FETCH)
         results = batch.run()
@@ -191,13 +184,7 @@ def _fetch_rows(
             break
         deadline.remaining_ms()
         batch = Batch(conn)
-    end = Batch(conn)
-    end.query(b"ROLLBACK")
-    span = reset.queue(end)
-    results = end.run()
-    end.check(results[: span[0]])
-    if reset.finish(conn, end, results, span):
-        reset.mark_clean(conn)
+    reset.run_and_end(Batch(conn))
     return texts, cut, full
 
 
@@ -314,13 +301,7 @@ def explain_query(
         if checked is not None and statement.refs:
             batch.execute(CHECK, checked.check_params(conn, statement.refs))
         plan = batch.query((prefix + statement.text).encode(conn.info.encoding))
-        batch.query(b"ROLLBACK")
-        span = reset.queue(batch)
-        results = batch.run()
-        batch.check(results[: span[0]])
-        if reset.finish(conn, batch, results, span):
-            reset.mark_clean(conn)
-        found = results[plan]
+        found = reset.run_and_end(batch)[plan]
         text = found.get_value(0, 0) if found is not None and found.ntuples else None
     return {"plan": json.loads(text) if text else []}
 
