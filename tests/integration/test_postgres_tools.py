@@ -321,6 +321,21 @@ def test_query_streams_a_huge_result_instead_of_materializing_it(call: Callable[
     assert result["rows"][-1] == [1000]
 
 
+def test_more_rows_than_one_round_trip_carries_come_through_a_cursor_capped_the_same(call: Callable[..., Any]) -> None:
+    text = "SELECT g, repeat('x', 10) FROM generate_series(1, 25000) g"
+    result = query(call, text, max_rows=20_000)
+    assert (result["row_count"], result["truncated"]) == (20_000, True)
+    assert result["rows"][0] == [1, "x" * 10] and result["rows"][-1] == [20_000, "x" * 10]
+    small = query(call, text, max_rows=25_000, max_bytes=100_000)
+    assert small["truncated"] is True and 0 < small["row_count"] < 25_000
+    assert len(json.dumps(small, separators=(",", ":"))) <= 100_000
+    after = query(
+        call,
+        "SELECT (SELECT count(*) FROM pg_cursors WHERE name = 'mcp_rows'), current_setting('transaction_read_only')",
+    )
+    assert after["rows"] == [[0, "on"]]  # the cursor went with the transaction; the next call is clean
+
+
 # --- query: errors -----------------------------------------------------------------------------
 
 
