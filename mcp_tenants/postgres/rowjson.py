@@ -270,18 +270,15 @@ def wrap(
         )
     else:
         cut_columns = "NULL::pg_catalog.text"
-    # OFFSET 0 keeps each lateral subquery from being pulled up, so each value's and each row's
-    # JSON is computed once, however often the levels above refer to it.
+    # LIMIT (or OFFSET 0) keeps the level that builds each row's JSON from being pulled up into
+    # the window's level, which names it twice; OFFSET 0 does the same for the measured values.
     lateral = f" CROSS JOIN LATERAL (SELECT {', '.join(measured)} OFFSET 0) AS v" if measured else ""
     head = (
-        f"SELECT CASE WHEN pg_catalog.int8le(s.pos, {budget:d}::pg_catalog.int8) THEN s.r END, s.cut"
-        " FROM (SELECT t.r, t.cut, pg_catalog.sum(pg_catalog.int4pl(pg_catalog.octet_length(t.r), 1))"
-        " OVER (ROWS UNBOUNDED PRECEDING) AS pos FROM (SELECT * FROM (\n"
+        "SELECT CASE WHEN pg_catalog.int8le(pg_catalog.sum(pg_catalog.int4pl(pg_catalog.octet_length(s.r), 1))"
+        f" OVER (ROWS UNBOUNDED PRECEDING), {budget:d}::pg_catalog.int8) THEN s.r END, s.cut"
+        f" FROM (SELECT {_array(values)} AS r, {cut_columns} AS cut FROM (\n"
     )
-    tail = (
-        f"\n) AS q{aliases}{limit_clause}) AS q{lateral}"
-        f" CROSS JOIN LATERAL (SELECT {_array(values)} AS r, {cut_columns} AS cut OFFSET 0) AS t) AS s"
-    )
+    tail = f"\n) AS q{aliases}{lateral}{limit_clause or ' OFFSET 0'}) AS s"
     return head + sql + tail, len(head)
 
 
