@@ -56,14 +56,35 @@ _RE_NAME_ITEM = re.compile(r'\{"String":\{"sval":(' + _STR + r")\}\}")
 # most three) and any further ones together, so that most lists need no second match.
 _ITEM = r'\{"String":\{"sval":(' + _STR + r")\}\}"
 _LIST = r"\[" + _ITEM + r"(?:," + _ITEM + r")?(?:," + _ITEM + r')?((?:,\{"String":\{"sval":' + _STR + r"\}\})*)\]"
-_RE_FUNC = re.compile(r'"funcname":' + _LIST)
-_RE_AEXPR = re.compile(r'"A_Expr":\{"kind":"(\w+)","name":' + _LIST)
+
+
+_SMALL_TREE = 1 << 16
+
+
+class _Found:
+    """A pattern with capture groups, searched as one without: ``findall`` then returns whole
+    matches as strings (no tuple per match for the garbage collector to track), which are
+    deduplicated before the few distinct ones are matched again for their groups."""
+
+    def __init__(self, pattern: str) -> None:
+        self.parts = re.compile(pattern)
+        self.whole = re.compile(re.sub(r"(?<!\\)\((?!\?)", "(?:", pattern))
+
+    def distinct(self, tree: str) -> set[tuple[str, ...]]:
+        if len(tree) < _SMALL_TREE:  # few matches: one pass with the groups is cheaper
+            return set(self.parts.findall(tree))
+        match = self.parts.match
+        return {match(found).groups() for found in set(self.whole.findall(tree))}  # type: ignore[union-attr]
+
+
+_RE_FUNC = _Found(r'"funcname":' + _LIST)
+_RE_AEXPR = _Found(r'"A_Expr":\{"kind":"(\w+)","name":' + _LIST)
 # Two patterns with a literal prefix each: one with an alternation at its start is slower than both.
-_RE_OPER_NAME = re.compile(r'"operName":' + _LIST)
-_RE_USE_OP = re.compile(r'"useOp":' + _LIST)
-_RE_TYPE = re.compile(r'"names":' + _LIST)
-_RE_METHOD = re.compile(r'"method":' + _LIST)
-_RE_RANGEVAR = re.compile(
+_RE_OPER_NAME = _Found(r'"operName":' + _LIST)
+_RE_USE_OP = _Found(r'"useOp":' + _LIST)
+_RE_TYPE = _Found(r'"names":' + _LIST)
+_RE_METHOD = _Found(r'"method":' + _LIST)
+_RE_RANGEVAR = _Found(
     r'"RangeVar":\{(?:"catalogname":' + _STR + r",)?(?:\"schemaname\":(" + _STR + r"),)?\"relname\":(" + _STR + ")"
 )
 _RE_CTE = re.compile(r'"ctequery":\{"(\w+)":')
@@ -184,14 +205,14 @@ def _references(tree: str, legacy_server: bool) -> References:
     finds is deduplicated before any Python work, because names repeat (a 100,000-term
     ``1+1+...`` names "+" 100,000 times), and every distinct name is decoded once."""
     text_of = _decode_all(set(_RE_NAME_ITEM.findall(tree)))  # every String node: all names
-    ranges = set(_RE_RANGEVAR.findall(tree))
+    ranges = _RE_RANGEVAR.distinct(tree)
     relation_text = _decode_all({literal for pair in ranges for literal in pair if literal})
     relations = {(relation_text[schema] if schema else None, relation_text[name]) for schema, name in ranges}
     if not text_of:  # every function, operator and type name is a String node: there are none
         equals = {(None, "=")} if any(marker in tree for marker in _IMPLIED_EQUALS) else set()
         return References(operators=frozenset(equals), relations=frozenset(relations))
 
-    def names(found: tuple[str, str, str, str]) -> list[str]:
+    def names(found: tuple[str, ...]) -> list[str]:
         first, second, third, rest = found
         listed = [text_of[first]]
         if second:
@@ -202,21 +223,21 @@ def _references(tree: str, legacy_server: bool) -> References:
                     listed += [text_of[s] for s in _RE_NAME_ITEM.findall(rest)]
         return listed
 
-    called = [names(m) for m in {*_RE_FUNC.findall(tree), *_RE_METHOD.findall(tree)}]
+    called = [names(m) for m in _RE_FUNC.distinct(tree) | _RE_METHOD.distinct(tree)]
     functions = {_qualified(n) for n in called}
     if legacy_server:
         # What PostgreSQL 15's grammar qualifies with pg_catalog, an older one may not.
         functions |= {(None, n[1]) for n in called if len(n) > 1 and n[0] == "pg_catalog"}
     operators: set[Name] = set()
-    for kind, *items in set(_RE_AEXPR.findall(tree)):
+    for kind, *items in _RE_AEXPR.distinct(tree):
         if kind.startswith("AEXPR_BETWEEN") or kind.startswith("AEXPR_NOT_BETWEEN"):
             operators.update((None, op) for op in _BETWEEN_OPERATORS)
         else:
-            operators.add(_qualified(names(tuple(items))))  # type: ignore[arg-type]
-    operators |= {_qualified(names(m)) for m in {*_RE_OPER_NAME.findall(tree), *_RE_USE_OP.findall(tree)}}
+            operators.add(_qualified(names(tuple(items))))
+    operators |= {_qualified(names(m)) for m in _RE_OPER_NAME.distinct(tree) | _RE_USE_OP.distinct(tree)}
     if any(marker in tree for marker in _IMPLIED_EQUALS):
         operators.add((None, "="))  # CASE x WHEN, NATURAL JOIN and JOIN USING compare with "="
-    types = {_qualified(names(m)) for m in set(_RE_TYPE.findall(tree))}
+    types = {_qualified(names(m)) for m in _RE_TYPE.distinct(tree)}
     return References(
         functions=frozenset(functions),
         operators=frozenset(operators),
