@@ -11,12 +11,18 @@ placeholder's JSON form in the output: one ``bytes.replace`` per value, however 
 
 from __future__ import annotations
 
+import itertools
 import json
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
 import pydantic_core
+
+# Placeholders: a random prefix per process (a caller cannot guess it, so no value of theirs can
+# be taken for one) and a counter (unique, and cheaper than a random value per placeholder).
+_PLACEHOLDER_PREFIX = f"\x00rawjson:{uuid.uuid4().hex}:"
+_placeholder_numbers = itertools.count()
 
 
 class RawJson:
@@ -26,7 +32,7 @@ class RawJson:
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self._placeholder = f"\x00rawjson:{uuid.uuid4().hex}"
+        self._placeholder = f"{_PLACEHOLDER_PREFIX}{next(_placeholder_numbers)}"
 
     def decode(self) -> Any:
         """The value as Python objects."""

@@ -42,12 +42,13 @@ class Deadline:
         self._over = False
 
     def __enter__(self) -> Deadline:
-        _WATCHDOG.schedule(self._end, self._cancel)
+        self._entry = _WATCHDOG.schedule(self._end, self._cancel)
         return self
 
     def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
         with self._lock:
             self._over = True
+        _WATCHDOG.drop(self._entry)
 
     def remaining_ms(self) -> int:
         """Milliseconds left (at least 1); raises the timeout error once none are left."""
@@ -76,28 +77,50 @@ class Deadline:
 
 class _Watchdog:
     """One thread that runs each scheduled callback at its time (a thread per call costs more
-    than a short query). Callbacks of calls that ended find their deadline over and return."""
+    than a short query). A call that ends drops its entry: the thread is woken only when an
+    entry becomes the earliest, and dropped entries are swept out once they are the majority,
+    so the heap holds about as many entries as calls in flight."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._heap: list[list[Any]] = []  # [when, order, callback or None once dropped]
+        self._dropped = 0
         self._order = itertools.count()
         self._thread: threading.Thread | None = None
 
-    def schedule(self, when: float, callback: Callable[[], None]) -> None:
+    def schedule(self, when: float, callback: Callable[[], None]) -> list[Any]:
+        entry = [when, next(self._order), callback]
         with self._cond:
-            heapq.heappush(self._heap, (when, next(self._order), callback))
+            heapq.heappush(self._heap, entry)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="query-deadlines", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if self._heap[0] is entry:
+                self._cond.notify()
+        return entry
+
+    def drop(self, entry: list[Any]) -> None:
+        with self._cond:
+            if entry[2] is None:
+                return
+            entry[2] = None
+            self._dropped += 1
+            if self._dropped > 64 and self._dropped * 2 > len(self._heap):
+                self._heap = [e for e in self._heap if e[2] is not None]
+                heapq.heapify(self._heap)
+                self._dropped = 0
 
     def _run(self) -> None:
         while True:
             with self._cond:
                 while not self._heap or self._heap[0][0] > monotonic():
                     self._cond.wait(self._heap[0][0] - monotonic() if self._heap else None)
-                _when, _n, callback = heapq.heappop(self._heap)
+                entry = heapq.heappop(self._heap)
+                callback = entry[2]
+                if callback is None:
+                    self._dropped -= 1
+                    continue
+                entry[2] = None  # run once; a later drop is a no-op
             callback()  # outside the lock: a cancel is a network round trip
 
 

@@ -31,16 +31,15 @@ as text or by table name, and (``DENIED_RELATIONS``) the catalogs that hold cred
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from mcp_tenants.errors import AccessDenied
 from mcp_tenants.postgres.sqltree import References
+from mcp_tenants.postgres.wire import Named, Params
 
 #: Volatile functions ``query`` runs anyway (schema pg_catalog): they read, wait or make random
 #: values, and change nothing that outlives the transaction.
@@ -95,6 +94,11 @@ DENIED_RELATIONS = [
 
 _MARK = "mcp-guard-refused"
 _FIRST_USER_OID = 16384  # FirstNormalObjectId: below it, objects made by initdb
+# A function found by a first step needs no walk: PostgreSQL's own, and no aggregate.
+_DONE = (
+    "({fn} OPERATOR(pg_catalog.<) " + str(_FIRST_USER_OID) + " AND NOT EXISTS (SELECT FROM pg_catalog.pg_aggregate x"
+    " WHERE x.aggfnoid OPERATOR(pg_catalog.=) {fn}))"
+)
 
 # Kinds of reference: f function (any arity), a attribute notation (one argument), o operator,
 # t type, r relation. Every function and operator is schema-qualified and every operator
@@ -124,10 +128,33 @@ start(cls, obj) AS (
   UNION SELECT 1259, c.oid FROM spaces s JOIN pg_catalog.pg_class c
     ON c.relnamespace OPERATOR(pg_catalog.=) s.nsp AND c.relname OPERATOR(pg_catalog.=) s.name
     WHERE s.kind OPERATOR(pg_catalog.=) 'r'),
-reach(cls, obj) AS (
-  SELECT cls, obj FROM start
+-- One step of PostgreSQL's own objects in start, set-based: what the walk below would do to them
+-- (the steps that need an object of ours do nothing to these). A product needs no walk of its own
+-- when it is PostgreSQL's own function and no aggregate (nothing else applies to one).
+first(cls, obj, walked) AS (
+  SELECT cls, obj, obj OPERATOR(pg_catalog.<) {_FIRST_USER_OID} FROM start
+  UNION ALL SELECT 3256, pol.oid, false FROM start s JOIN pg_catalog.pg_policy pol
+    ON pol.polrelid OPERATOR(pg_catalog.=) s.obj
+    WHERE s.cls OPERATOR(pg_catalog.=) 1259 AND s.obj OPERATOR(pg_catalog.<) {_FIRST_USER_OID}
+  UNION ALL SELECT 1255, f.fn, {_DONE.format(fn="f.fn")} FROM start s JOIN pg_catalog.pg_operator o
+    ON o.oid OPERATOR(pg_catalog.=) s.obj CROSS JOIN LATERAL (VALUES
+      (o.oprcode::pg_catalog.oid), (o.oprrest::pg_catalog.oid), (o.oprjoin::pg_catalog.oid)) f(fn)
+    WHERE s.cls OPERATOR(pg_catalog.=) 2617 AND s.obj OPERATOR(pg_catalog.<) {_FIRST_USER_OID}
+      AND f.fn OPERATOR(pg_catalog.<>) 0
+  UNION ALL SELECT 1255, f.fn, {_DONE.format(fn="f.fn")} FROM start s JOIN pg_catalog.pg_aggregate a
+    ON a.aggfnoid OPERATOR(pg_catalog.=) s.obj CROSS JOIN LATERAL (VALUES
+      (a.aggtransfn::pg_catalog.oid), (a.aggfinalfn::pg_catalog.oid), (a.aggcombinefn::pg_catalog.oid),
+      (a.aggserialfn::pg_catalog.oid), (a.aggdeserialfn::pg_catalog.oid), (a.aggmtransfn::pg_catalog.oid),
+      (a.aggminvtransfn::pg_catalog.oid), (a.aggmfinalfn::pg_catalog.oid)) f(fn)
+    WHERE s.cls OPERATOR(pg_catalog.=) 1255 AND s.obj OPERATOR(pg_catalog.<) {_FIRST_USER_OID}
+      AND f.fn OPERATOR(pg_catalog.<>) 0
+  UNION ALL SELECT 1255, t.typinput::pg_catalog.oid, {_DONE.format(fn="t.typinput::pg_catalog.oid")}
+    FROM start s JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) s.obj
+    WHERE s.cls OPERATOR(pg_catalog.=) 1247 AND s.obj OPERATOR(pg_catalog.<) {_FIRST_USER_OID}),
+reach(cls, obj, walked) AS (
+  SELECT cls, obj, walked FROM first
   UNION
-  SELECT e.cls, e.obj FROM reach r CROSS JOIN LATERAL (
+  SELECT e.cls, e.obj, false FROM reach r CROSS JOIN LATERAL (
     SELECT d.refclassid, d.refobjid FROM pg_catalog.pg_depend d
       WHERE r.obj OPERATOR(pg_catalog.>=) {_FIRST_USER_OID} AND d.classid OPERATOR(pg_catalog.=) r.cls
         AND d.objid OPERATOR(pg_catalog.=) r.obj AND d.refclassid OPERATOR(pg_catalog.=) ANY ('{{1255,2617,1247,1259}}')
@@ -155,20 +182,23 @@ reach(cls, obj) AS (
         AND f.fn OPERATOR(pg_catalog.<>) 0
     UNION ALL SELECT 1255, t.typinput::pg_catalog.oid FROM pg_catalog.pg_type t
       WHERE r.cls OPERATOR(pg_catalog.=) 1247 AND t.oid OPERATOR(pg_catalog.=) r.obj
-  ) e(cls, obj)),
+  ) e(cls, obj) WHERE NOT r.walked),
 offenders(line) AS (
+  -- LATERAL ... OFFSET 0: one index lookup per function reached, never a scan of all of pg_proc.
   SELECT pg_catalog.concat_ws(E'\\t', 'f', p.oid::pg_catalog.regprocedure, p.provolatile)
-  FROM reach r JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) r.obj
-  JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace
-  WHERE r.cls OPERATOR(pg_catalog.=) 1255 AND (
-    (p.provolatile OPERATOR(pg_catalog.=) 'v' AND NOT pg_catalog.concat(n.nspname, '.', p.proname)
-      OPERATOR(pg_catalog.=) ANY ($4::pg_catalog.text[]))
-    OR p.proname OPERATOR(pg_catalog.=) ANY ($5::pg_catalog.text[]))
+  FROM (SELECT DISTINCT obj FROM reach WHERE cls OPERATOR(pg_catalog.=) 1255) r
+  CROSS JOIN LATERAL (SELECT p.oid, p.provolatile FROM pg_catalog.pg_proc p
+    JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace
+    WHERE p.oid OPERATOR(pg_catalog.=) r.obj AND (
+      (p.provolatile OPERATOR(pg_catalog.=) 'v' AND NOT pg_catalog.concat(n.nspname, '.', p.proname)
+        OPERATOR(pg_catalog.=) ANY ($4::pg_catalog.text[]))
+      OR p.proname OPERATOR(pg_catalog.=) ANY ($5::pg_catalog.text[])) OFFSET 0) p
   UNION ALL
   SELECT pg_catalog.concat_ws(E'\\t', 'r', c.oid::pg_catalog.regclass, '')
-  FROM reach r JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) r.obj
-  WHERE r.cls OPERATOR(pg_catalog.=) 1259 AND c.relnamespace OPERATOR(pg_catalog.=) 11
-    AND c.relname OPERATOR(pg_catalog.=) ANY ($6::pg_catalog.text[]))
+  FROM (SELECT DISTINCT obj FROM reach WHERE cls OPERATOR(pg_catalog.=) 1259) r
+  CROSS JOIN LATERAL (SELECT c.oid FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) r.obj
+    AND c.relnamespace OPERATOR(pg_catalog.=) 11 AND c.relname OPERATOR(pg_catalog.=) ANY ($6::pg_catalog.text[])
+    OFFSET 0) c)
 """
 
 #: Raises "invalid input syntax for type integer" carrying the offenders, or returns 0: placed
@@ -180,29 +210,9 @@ CHECK_SQL = (
 )
 
 
-#: The check is prepared once per connection (its plan costs more than running it); the pool's
-#: reset keeps it (``tools.reset_connection``), and a connection that lost it prepares it again.
-STATEMENT = "mcp_guard_check"
-PREPARE_SQL = (
-    f"PREPARE {STATEMENT}(pg_catalog.text[], pg_catalog.text[], pg_catalog.text[], pg_catalog.text[],"
-    f" pg_catalog.text[], pg_catalog.text[]) AS {CHECK_SQL}"
-)
-# Connections on which the check is prepared; each is used by one thread at a time (the pool's
-# rule), and a closed connection drops out on its own.
-_prepared: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
-
-
-def is_prepared(conn: psycopg.Connection[Any]) -> bool:
-    """True if ``conn`` holds the prepared check."""
-    return conn in _prepared
-
-
-def mark_prepared(conn: psycopg.Connection[Any], prepared: bool) -> None:
-    """Record whether ``conn`` holds the prepared check."""
-    if prepared:
-        _prepared.add(conn)
-    else:
-        _prepared.discard(conn)
+#: The check, prepared once per connection (its plan costs more than running it); the pool's
+#: reset keeps it (``reset``), and a connection that lost it prepares it again.
+CHECK = Named("mcp_guard_check", CHECK_SQL, (1009,) * 6)  # six text[] parameters
 
 
 @dataclass(frozen=True)
@@ -235,11 +245,9 @@ class FunctionPolicy:
             DENIED_RELATIONS,
         ]
 
-    def execute_sql(self, conn: psycopg.Connection[Any], refs: References) -> bytes:
-        """``EXECUTE`` of the prepared check for ``refs`` (EXECUTE takes no parameters: the arrays
-        are quoted by psycopg as E'' literals, which mean the same whatever the string settings)."""
-        args = sql.SQL(", ").join(sql.Literal(list(values)) for values in self.params(refs))
-        return sql.SQL("EXECUTE {}({})").format(sql.Identifier(STATEMENT), args).as_bytes(conn)
+    def check_params(self, conn: psycopg.Connection[Any], refs: References) -> Params:
+        """The parameters of ``CHECK`` for ``refs``, as text arrays."""
+        return Params(conn, self.params(refs), text=True)
 
     def refusal(self, message: str, tool: str) -> AccessDenied | None:
         """The ``AccessDenied`` for ``CHECK_SQL``'s error message, or None if it is not ours."""

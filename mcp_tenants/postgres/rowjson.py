@@ -24,12 +24,13 @@ search_path must not change what the wrapper runs.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from psycopg.rows import tuple_row
+
+from mcp_tenants.rawjson import RawJson
 
 Connection = psycopg.Connection[Any]
 
@@ -148,22 +149,53 @@ def value_json(x: str, oid: int, info: TypeInfo, *, bare: bool = False, mod: int
     return _scalar(x, oid, bare=bare)
 
 
-def _too_long(x: str, oid: int, info: TypeInfo, cap: int) -> str:
-    """True when the value's JSON is longer than ``cap`` bytes (free for text, varchar, bytea)."""
-    if oid in _TEXTS:
-        return f"coalesce(pg_catalog.int4gt(pg_catalog.octet_length({x}), {cap}), false)"
-    length = f"pg_catalog.octet_length(({value_json(x, oid, info)})::pg_catalog.text)"
-    return f"coalesce(pg_catalog.int4gt({length}, {cap}), false)"
+# Longest JSON (bytes, quotes included) a value of these built-in types can have, whatever the
+# value: such columns need no length check. Types not listed (text, json, arrays, ...) can be
+# as long as PostgreSQL allows.
+_FIXED_JSON = {
+    16: 5,  # boolean
+    18: 8,  # "char"
+    19: 6 * 63 + 2,  # name
+    20: 22,  # bigint (beyond 2**53 as a string)
+    21: 6,  # smallint
+    23: 11,  # integer
+    26: 10,  # oid
+    700: 20,  # real
+    701: 26,  # double precision
+    829: 19,  # macaddr
+    774: 25,  # macaddr8
+    869: 52,  # inet
+    650: 52,  # cidr
+    1082: 20,  # date
+    1083: 20,  # time
+    1266: 32,  # time with time zone
+    1114: 40,  # timestamp
+    1184: 48,  # timestamp with time zone
+    1186: 64,  # interval
+    2950: 38,  # uuid
+}
+_NUMERIC_MAX_CHARS = 131_072 + 16_383 + 16  # numeric's text: digits before and after the point
+_SEPARATOR = 2  # json_build_array writes ", " between values
 
 
-def _cut(x: str, oid: int, chars: int, *, text: bool = False) -> str:
-    """The first ``chars`` characters of the value's text (a bytea's base64), as json (or text)."""
-    cut = f'pg_catalog."left"({_text(x, oid)}, {chars})'
-    return cut if text else f"{_JSON}({cut})"
+def _json_bound(oid: int, mod: int, info: TypeInfo) -> int | None:
+    """The longest JSON a value of this column can have, or None when there is no such bound."""
+    if oid in _FIXED_JSON:
+        return _FIXED_JSON[oid]
+    if oid == NUMERIC:
+        return max((mod - 4) >> 16, 5) + 6 if mod >= 4 else _NUMERIC_MAX_CHARS + 2
+    if oid in (1042, 1043) and mod >= 4:  # char(n), varchar(n): n characters, each escaped to 6 bytes at most
+        return 6 * (mod - 4) + 2
+    if info.typtype == "e":  # enum labels have at most 63 bytes
+        return 6 * 63 + 2
+    return None
 
 
-def _text(x: str, oid: int) -> str:
-    return _base64(x) if oid == BYTEA else f"{x}::pg_catalog.text"
+def _cut(x: str, oid: int, chars: int) -> str:
+    """The first ``chars`` characters of the value's text (of a bytea: base64 of its first bytes)."""
+    if oid == BYTEA:
+        return _base64(f"pg_catalog.substr({x}, 1, {chars * 3 // 4:d})")
+    return f'pg_catalog."left"({x}::pg_catalog.text, {chars:d})'
 
 
 def _array(items: list[str]) -> str:
@@ -174,71 +206,111 @@ def _array(items: list[str]) -> str:
     return f"pg_catalog.concat('[', pg_catalog.array_to_string(ARRAY[{texts}]::pg_catalog.text[], ','), ']')"
 
 
-def wrap(sql: str, oids: list[int], mods: list[int], infos: list[TypeInfo], *, limit: int | None, budget: int) -> str:
-    """The caller's statement ``sql`` (one SELECT, checked) wrapped to return (row JSON, cut).
+def wrap(
+    sql: str, oids: list[int], mods: list[int], infos: list[TypeInfo], *, limit: int | None, budget: int
+) -> tuple[str, int]:
+    """The caller's statement ``sql`` (one SELECT, checked) wrapped to return rows as JSON, and
+    where ``sql`` starts in the wrapper.
 
-    ``limit``: rows to return at most (None: no LIMIT, for a cursor); ``budget``: bytes of row
-    JSON (with one separator per row) after which rows come back as NULL. A row longer than the
-    budget comes with each value longer than ``budget / columns`` cut to its first characters,
-    and ``cut`` lists those columns.
+    Each row comes as (row JSON, cut columns): ``limit`` rows at most (None: no LIMIT, for a
+    cursor); rows after the first whose running total of bytes (with one separator per row)
+    passes ``budget`` come back as NULL. Every value whose JSON is longer than its share of the
+    budget (``budget / columns``) is replaced by a JSON string of its first characters, and its
+    column is listed in "cut columns" (comma-separated, else NULL).
+
+    When the column types bound every row so that ``limit`` rows cannot pass the budget (``SELECT
+    1``, counts, ids, timestamps...), the wrapper is one plain SELECT with one column: nothing
+    can be cut and no running total is needed.
     """
     count = len(oids)
     budget = max(budget, 0)
     limit_clause = f" LIMIT {int(limit):d}" if limit is not None else ""
-    cols = [f"q.c{i}" for i in range(count)]
-    cap = max((budget - 2 - count) // max(count, 1) - 2, 16)
-    # Text and bytea longer than the cap are cut in place: their length is known without reading
-    # them, so a 100 MB value is never escaped only to be dropped.
-    row = _array(
-        [
-            f"CASE WHEN pg_catalog.int4le(pg_catalog.octet_length({c}), {cap})"
-            f" THEN {value_json(c, oid, info, bare=True)}"
-            f" ELSE {_cut(c, oid, cap // 2, text=oid != BYTEA)} END"
-            if oid in _TEXTS
-            else value_json(c, oid, info, bare=True, mod=mod)
-            for c, oid, info, mod in zip(cols, oids, infos, mods, strict=True)
-        ]
+    aliases = f"({', '.join(f'c{i}' for i in range(count))})" if count else ""
+    cap = max((budget - 2 - count) // max(count, 1) - _SEPARATOR, 16)
+    bounds = [_json_bound(oid, mod, info) for oid, mod, info in zip(oids, mods, infos, strict=True)]
+    if limit is not None and all(b is not None for b in bounds):
+        row_bound = 2 + sum(b or 0 for b in bounds) + _SEPARATOR * max(count - 1, 0) + 1
+        if limit * row_bound + 2 <= budget:
+            row = _array(
+                [
+                    value_json(f"q.c{i}", oid, info, bare=True, mod=mod)
+                    for i, (oid, mod, info) in enumerate(zip(oids, mods, infos, strict=True))
+                ]
+            )
+            head = f"SELECT {row} FROM (\n"
+            return head + sql + f"\n) AS q{aliases}{limit_clause}", len(head)
+    values: list[str] = []
+    checks: list[str] = []  # per column: the condition that it was cut, or ""
+    measured: list[str] = []  # json of the columns measured after their JSON is built
+    for i, (oid, mod, info, bound) in enumerate(zip(oids, mods, infos, bounds, strict=True)):
+        c = f"q.c{i}"
+        if bound is not None and bound <= cap:
+            values.append(value_json(c, oid, info, bare=True, mod=mod))
+            checks.append("")
+        elif oid in _TEXTS:
+            # Text and bytea are measured before their JSON is built: their length is known
+            # without reading them, so a 100 MB value is never escaped only to be dropped.
+            long = f"pg_catalog.int4gt(pg_catalog.octet_length({c}), {cap:d})"
+            short = value_json(c, oid, info, bare=True)
+            cut = _cut(c, oid, cap // 2)
+            values.append(f"CASE WHEN {long} THEN {cut if oid != BYTEA else f'{_JSON}({cut})'} ELSE {short} END")
+            checks.append(long)
+        else:
+            j = f"v.j{i}"
+            measured.append(f"{value_json(c, oid, info)} AS j{i}")
+            long = f"pg_catalog.int4gt(pg_catalog.octet_length({j}::pg_catalog.text), {cap:d})"
+            values.append(f"CASE WHEN {long} THEN {_JSON}({_cut(c, oid, cap // 2)}) ELSE {j} END")
+            checks.append(long)
+    flagged = [(i, check) for i, check in enumerate(checks) if check]
+    if flagged:
+        listed = ", ".join(f"CASE WHEN {check} THEN '{i}' END" for i, check in flagged)
+        cut_columns = (
+            f"CASE WHEN {' OR '.join(check for _, check in flagged)} THEN"
+            f" pg_catalog.array_to_string(ARRAY[{listed}]::pg_catalog.text[], ',') END"
+        )
+    else:
+        cut_columns = "NULL::pg_catalog.text"
+    # LIMIT (or OFFSET 0) keeps the level that builds each row's JSON from being pulled up into
+    # the window's level, which names it twice; OFFSET 0 does the same for the measured values.
+    lateral = f" CROSS JOIN LATERAL (SELECT {', '.join(measured)} OFFSET 0) AS v" if measured else ""
+    head = (
+        "SELECT CASE WHEN pg_catalog.int8le(pg_catalog.sum(pg_catalog.int4pl(pg_catalog.octet_length(s.r), 1))"
+        f" OVER (ROWS UNBOUNDED PRECEDING), {budget:d}::pg_catalog.int8) THEN s.r END, s.cut"
+        f" FROM (SELECT {_array(values)} AS r, {cut_columns} AS cut FROM (\n"
     )
-    wide = " OR ".join(
-        f"pg_catalog.int4gt(pg_catalog.octet_length(w.c{i}), {cap})" for i, oid in enumerate(oids) if oid in _TEXTS
-    )
-    outer = [f"w.c{i}" for i in range(count)]
-    long = [_too_long(c, oid, info, cap) for c, oid, info in zip(outer, oids, infos, strict=True)]
-    cut_row = _array(
-        [
-            f"CASE WHEN {flag} THEN {_cut(c, oid, cap // 2)} ELSE {value_json(c, oid, info)} END"
-            for c, oid, info, flag in zip(outer, oids, infos, long, strict=True)
-        ]
-    )
-    sized = f"CASE WHEN pg_catalog.int4le(s.len, {budget:d}) THEN s.len ELSE {count * (cap + 2) + 2:d} END"
-    cut_list = ", ".join(f"CASE WHEN {flag} THEN '{i}' END" for i, flag in enumerate(long))
-    cut_columns = f"pg_catalog.array_to_string(ARRAY[{cut_list}]::pg_catalog.text[], ',')" if count else "''"
-    aliases = f"({', '.join(c[2:] for c in cols)})" if count else ""
-    source = f"(SELECT * FROM (\n{sql}\n) AS q{aliases}{limit_clause})"
-    # OFFSET 0 keeps each row's JSON computed once (no subquery pull-up copying the expression).
-    return (
-        f"SELECT CASE WHEN pg_catalog.int8le(pg_catalog.int84pl(w.pos, w.size), {budget:d}::pg_catalog.int8)"
-        f" THEN CASE WHEN pg_catalog.int4le(w.len, {budget:d}) THEN w.r ELSE {cut_row} END END,"
-        f" CASE WHEN pg_catalog.int4gt(w.len, {budget:d}){' OR ' + wide if wide else ''} THEN {cut_columns} END"
-        f" FROM (SELECT s.*, pg_catalog.int4pl({sized}, 1) AS size, coalesce(pg_catalog.sum("
-        f"pg_catalog.int4pl({sized}, 1)) OVER (ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS pos"
-        f" FROM (SELECT q.*, t.r, pg_catalog.octet_length(t.r) AS len FROM {source} AS q"
-        f" CROSS JOIN LATERAL (SELECT {row} AS r) AS t OFFSET 0) AS s) AS w"
-    )
+    tail = f"\n) AS q{aliases}{lateral}{limit_clause or ' OFFSET 0'}) AS s"
+    return head + sql + tail, len(head)
 
 
-def decode(rows: list[tuple[str | None, str]], first_index: int) -> tuple[list[list[Any]], list[list[int]], bool]:
-    """Rows of ``wrap`` as JSON values: (rows, cut cells [row, column], budget reached)."""
-    texts: list[str] = []
+def collect(result: Any, first_index: int) -> tuple[list[bytes], list[list[int]], bool]:
+    """Rows of ``wrap`` from a libpq result (text format): (row JSON texts, cut cells
+    [row, column], budget reached)."""
+    if result is None:
+        return [], [], False
+    count = result.ntuples
+    get = result.get_value
+    values: list[bytes | None] = [get(i, 0) for i in range(count)]
+    full = None in values  # rows past the budget come as NULL, and so do all after them
+    if full:
+        del values[values.index(None) :]
+    texts: list[bytes] = values  # type: ignore[assignment]  # no None left
     cut: list[list[int]] = []
-    full = False
-    for text, cut_columns in rows:
-        if text is None:
-            full = True
-            break
-        if cut_columns:  # a row longer than the budget: some of its values were cut
-            row = first_index + len(texts)
-            cut.extend([row, int(col)] for col in cut_columns.split(","))
-        texts.append(text)
-    values = json.loads("[" + ",".join(texts) + "]") if texts else []
-    return values, cut, full
+    if result.nfields < 2:  # the plain wrapper: nothing can be cut
+        return texts, cut, full
+    for i in range(len(texts)):
+        columns = get(i, 1)
+        if columns:  # a row longer than the budget: some of its values were cut
+            cut.extend([first_index + i, int(col)] for col in columns.split(b","))
+    return texts, cut, full
+
+
+def raw_rows(texts: list[bytes], encoding: str) -> RawJson:
+    """The JSON array of the rows' texts, without parsing them.
+
+    PostgreSQL escapes line breaks inside strings; one outside a string (whitespace kept in a
+    json value) becomes a space, so the text fits in one line of the stdio transport.
+    """
+    text = b"[" + b",".join(texts) + b"]"
+    if b"\n" in text or b"\r" in text:
+        text = text.replace(b"\n", b" ").replace(b"\r", b" ")
+    return RawJson(text.decode(encoding))

@@ -50,21 +50,47 @@ _PARSER_STACK_BYTES = 256 << 20
 
 Name = tuple[str | None, str]  # (schema or None, name)
 
-_STR = r'"(?:[^"\\]|\\.)*"'
-_NAMES = r'\[((?:\{"String":\{"sval":' + _STR + r"\}\},?)+)\]"
+_STR = r'"[^"\\]*(?:\\.[^"\\]*)*"'  # a JSON string literal (the unrolled form: faster in re)
 _RE_NAME_ITEM = re.compile(r'\{"String":\{"sval":(' + _STR + r")\}\}")
-_RE_FUNC = re.compile(r'"funcname":' + _NAMES)
-_RE_SQL_SYNTAX = re.compile(r'"funcname":\[\{"String":\{"sval":"pg_catalog"\}\},\{"String":\{"sval":(' + _STR + ")")
-_RE_AEXPR = re.compile(r'"A_Expr":\{"kind":"(\w+)","name":' + _NAMES)
-_RE_OPER = re.compile(r'"(?:operName|useOp)":' + _NAMES)
-_RE_TYPE = re.compile(r'"names":' + _NAMES)
-_RE_METHOD = re.compile(r'"method":' + _NAMES)
-_RE_RANGEVAR = re.compile(
+# A list of String nodes, its first three names captured on their own (a qualified name has at
+# most three) and any further ones together, so that most lists need no second match.
+_ITEM = r'\{"String":\{"sval":(' + _STR + r")\}\}"
+_LIST = r"\[" + _ITEM + r"(?:," + _ITEM + r")?(?:," + _ITEM + r')?((?:,\{"String":\{"sval":' + _STR + r"\}\})*)\]"
+
+
+_SMALL_TREE = 1 << 16
+
+
+class _Found:
+    """A pattern with capture groups, searched as one without: ``findall`` then returns whole
+    matches as strings (no tuple per match for the garbage collector to track), which are
+    deduplicated before the few distinct ones are matched again for their groups."""
+
+    def __init__(self, pattern: str) -> None:
+        self.parts = re.compile(pattern)
+        self.whole = re.compile(re.sub(r"(?<!\\)\((?!\?)", "(?:", pattern))
+
+    def distinct(self, tree: str) -> set[tuple[str, ...]]:
+        if len(tree) < _SMALL_TREE:  # few matches: one pass with the groups is cheaper
+            return set(self.parts.findall(tree))
+        match = self.parts.match
+        return {match(found).groups() for found in set(self.whole.findall(tree))}  # type: ignore[union-attr]
+
+
+_RE_FUNC = _Found(r'"funcname":' + _LIST)
+_RE_AEXPR = _Found(r'"A_Expr":\{"kind":"(\w+)","name":' + _LIST)
+# Two patterns with a literal prefix each: one with an alternation at its start is slower than both.
+_RE_OPER_NAME = _Found(r'"operName":' + _LIST)
+_RE_USE_OP = _Found(r'"useOp":' + _LIST)
+_RE_TYPE = _Found(r'"names":' + _LIST)
+_RE_METHOD = _Found(r'"method":' + _LIST)
+_RE_RANGEVAR = _Found(
     r'"RangeVar":\{(?:"catalogname":' + _STR + r",)?(?:\"schemaname\":(" + _STR + r"),)?\"relname\":(" + _STR + ")"
 )
 _RE_CTE = re.compile(r'"ctequery":\{"(\w+)":')
 _RE_STMT = re.compile(r'\{"stmt":\{"(\w+)":')
 _RE_STMT_SPAN = re.compile(r'"stmt_(location|len)":(\d+)')
+_SPAN_TAIL = 128  # '},"stmt_location":N,"stmt_len":N}]}' with room to spare
 _IMPLIED_EQUALS = ('"CaseExpr":{"arg":', '"isNatural":true', '"usingClause":[')
 _BETWEEN_OPERATORS = (">=", "<=", "<", ">")
 
@@ -149,16 +175,16 @@ def _parse_json(sql: str) -> str:
 
 
 def _statement_text(sql: str, tree: str) -> tuple[int, str]:
-    """(start, text) of the statement: libpg_query's byte span, without the trailing semicolon."""
-    span = dict(_RE_STMT_SPAN.findall(tree))
+    """(start, text) of the statement: libpg_query's byte span, without the trailing semicolon.
+
+    The span is the last thing in the tree (RawStmt's fields after its statement), and the only
+    node with these keys, so only the tree's tail is searched.
+    """
+    span = dict(_RE_STMT_SPAN.findall(tree, max(len(tree) - _SPAN_TAIL, 0)))
     data = sql.encode()
     start = int(span.get("location", 0))
     length = int(span.get("len", 0)) or len(data) - start
     return len(data[:start].decode()), data[start : start + length].decode().rstrip()
-
-
-def _names(items: str) -> list[str]:
-    return [json.loads(s) for s in _RE_NAME_ITEM.findall(items)]
 
 
 def _qualified(names: list[str]) -> Name:
@@ -166,31 +192,58 @@ def _qualified(names: list[str]) -> Name:
     return (names[-2] if len(names) > 1 else None, names[-1])
 
 
+def _decode_all(literals: set[str]) -> dict[str, str]:
+    """JSON string literals (as found in the tree) to their text, all in one ``json.loads``."""
+    if not literals:
+        return {}
+    order = list(literals)
+    return dict(zip(order, json.loads("[" + ",".join(order) + "]"), strict=True))
+
+
 def _references(tree: str, legacy_server: bool) -> References:
-    functions = {_qualified(_names(m)) for m in _RE_FUNC.findall(tree)}
-    functions |= {_qualified(_names(m)) for m in _RE_METHOD.findall(tree)}
+    """Every reference of the tree. Each pattern is one pass over the tree at C speed; what it
+    finds is deduplicated before any Python work, because names repeat (a 100,000-term
+    ``1+1+...`` names "+" 100,000 times), and every distinct name is decoded once."""
+    text_of = _decode_all(set(_RE_NAME_ITEM.findall(tree)))  # every String node: all names
+    ranges = _RE_RANGEVAR.distinct(tree)
+    relation_text = _decode_all({literal for pair in ranges for literal in pair if literal})
+    relations = {(relation_text[schema] if schema else None, relation_text[name]) for schema, name in ranges}
+    if not text_of:  # every function, operator and type name is a String node: there are none
+        equals = {(None, "=")} if any(marker in tree for marker in _IMPLIED_EQUALS) else set()
+        return References(operators=frozenset(equals), relations=frozenset(relations))
+
+    def names(found: tuple[str, ...]) -> list[str]:
+        first, second, third, rest = found
+        listed = [text_of[first]]
+        if second:
+            listed.append(text_of[second])
+            if third:
+                listed.append(text_of[third])
+                if rest:
+                    listed += [text_of[s] for s in _RE_NAME_ITEM.findall(rest)]
+        return listed
+
+    called = [names(m) for m in _RE_FUNC.distinct(tree) | _RE_METHOD.distinct(tree)]
+    functions = {_qualified(n) for n in called}
     if legacy_server:
-        functions |= {(None, json.loads(m)) for m in _RE_SQL_SYNTAX.findall(tree)}
+        # What PostgreSQL 15's grammar qualifies with pg_catalog, an older one may not.
+        functions |= {(None, n[1]) for n in called if len(n) > 1 and n[0] == "pg_catalog"}
     operators: set[Name] = set()
-    for kind, items in _RE_AEXPR.findall(tree):
+    for kind, *items in _RE_AEXPR.distinct(tree):
         if kind.startswith("AEXPR_BETWEEN") or kind.startswith("AEXPR_NOT_BETWEEN"):
             operators.update((None, op) for op in _BETWEEN_OPERATORS)
         else:
-            operators.add(_qualified(_names(items)))
-    operators |= {_qualified(_names(m)) for m in _RE_OPER.findall(tree)}
+            operators.add(_qualified(names(tuple(items))))
+    operators |= {_qualified(names(m)) for m in _RE_OPER_NAME.distinct(tree) | _RE_USE_OP.distinct(tree)}
     if any(marker in tree for marker in _IMPLIED_EQUALS):
         operators.add((None, "="))  # CASE x WHEN, NATURAL JOIN and JOIN USING compare with "="
-    types = {_qualified(_names(m)) for m in _RE_TYPE.findall(tree)}
-    relations = {
-        (json.loads(schema) if schema else None, json.loads(name)) for schema, name in _RE_RANGEVAR.findall(tree)
-    }
-    attributes = {json.loads(s) for s in _RE_NAME_ITEM.findall(tree)}
+    types = {_qualified(names(m)) for m in _RE_TYPE.distinct(tree)}
     return References(
         functions=frozenset(functions),
         operators=frozenset(operators),
         types=frozenset(types),
         relations=frozenset(relations),
-        attributes=frozenset(attributes),
+        attributes=frozenset(text_of.values()),
     )
 
 

@@ -19,8 +19,8 @@ from mcp_tenants.access.targets import TargetPolicy
 from mcp_tenants.config import Settings
 from mcp_tenants.errors import TenantBusy, TenantNotFound, TenantUnreachable
 from mcp_tenants.postgres.config import PostgresTenant
+from mcp_tenants.postgres.reset import is_clean, reset_connection, take_clean
 from mcp_tenants.postgres.targets import pinned_connection_class
-from mcp_tenants.postgres.tools import reset_connection
 from mcp_tenants.registry import TenantManager
 
 Connection = psycopg.Connection[Any]
@@ -112,8 +112,10 @@ def _mark_idle(conn: Connection) -> None:
 
 
 def _reset_connection(conn: Connection) -> None:
-    """Pool ``reset`` callback: ``tools.reset_connection``, then idle from now."""
-    reset_connection(conn)
+    """Pool ``reset`` callback: ``reset.reset_connection``, unless the call's own last round trip
+    did it (``reset.mark_clean``); then idle from now."""
+    if not take_clean(conn):
+        reset_connection(conn)
     _idle_since[conn] = monotonic()
 
 
@@ -166,6 +168,14 @@ class TenantPool(ConnectionPool[psycopg.Connection[Any]]):
         with self._lent_lock:
             self._lent.discard(conn)
         super().putconn(conn)
+
+    def _putconn(self, conn: psycopg.Connection[Any], from_getconn: bool) -> None:
+        # A connection the call already reset needs no round trip: it goes back in this thread
+        # (the reset callback finds the mark), not through the pool's worker thread.
+        if is_clean(conn):
+            self._return_connection(conn, from_getconn=from_getconn)
+        else:
+            super()._putconn(conn, from_getconn)
 
     def cancel_running(self) -> None:
         """Ask PostgreSQL to cancel whatever the lent connections are running (for shutdown)."""

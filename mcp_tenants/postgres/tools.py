@@ -1,7 +1,7 @@
 """PostgreSQL tool logic: plain synchronous functions over one psycopg connection.
 
 The MCP layer takes a connection from the tenant's ``psycopg_pool.ConnectionPool`` and calls
-these. The pool must be built with ``reset=reset_connection``; its connections may be in
+these. The pool must be built with ``reset=reset_connection`` (``reset``); its connections may be in
 autocommit mode or not (``autocommit=True`` and ``prepare_threshold=None`` save work: each call
 sends its own ``BEGIN``). Session settings belong in the conninfo, because the reset puts every
 setting back; the settings a result depends on are set per transaction (``transactions``).
@@ -11,28 +11,30 @@ raises, and raises only ``TenantsError`` subclasses. Caller SQL goes to the serv
 extended query protocol only, so the server refuses a second statement whatever the guard
 missed, and it is checked first by ``guard`` (PostgreSQL's parser, the function policy). Each
 call has one deadline (``deadline``) for checking, running and fetching. ``$1``-style
-placeholders reach PostgreSQL unchanged (psycopg's raw cursors), so a literal ``%`` in the SQL
-needs no escaping.
+placeholders reach PostgreSQL unchanged (libpq's own parameters, or psycopg's raw cursors), so
+a literal ``%`` in the SQL needs no escaping.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
-from psycopg import pq
+import pydantic_core
 from psycopg.rows import tuple_row
 
 from mcp_tenants.errors import InvalidInput
-from mcp_tenants.postgres import guard, rowjson
+from mcp_tenants.postgres import guard, reset, rowjson
 from mcp_tenants.postgres.catalog import describe_table, list_schemas, list_tables
 from mcp_tenants.postgres.deadline import Deadline
-from mcp_tenants.postgres.policy import CHECK_SQL, PREPARE_SQL, STATEMENT, FunctionPolicy, is_prepared, mark_prepared
-from mcp_tenants.postgres.transactions import begin, begin_statements, transaction
+from mcp_tenants.postgres.policy import CHECK, FunctionPolicy
+from mcp_tenants.postgres.reset import reset_connection
+from mcp_tenants.postgres.transactions import begin, queue_begin, transaction
 from mcp_tenants.postgres.values import bind_params, json_size, text_loaders, to_json
+from mcp_tenants.postgres.wire import Batch, Params
 
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT_MS",
@@ -55,23 +57,11 @@ DEFAULT_LOCK_TIMEOUT_MS = 5_000
 #: The function policy with the built-in allow list only (the server passes its own).
 DEFAULT_POLICY = FunctionPolicy.from_names()
 
-_DESCRIBE_PREFIX = 'DECLARE "mcp_describe" NO SCROLL CURSOR FOR '
-_DESCRIBE_FETCH = b'FETCH 0 FROM "mcp_describe"'
-_ROWS_PREFIX = 'DECLARE "mcp_rows" NO SCROLL CURSOR FOR '
-_ROWS_FETCH = f'FETCH FORWARD {10_000:d} FROM "mcp_rows"'.encode()
+_ROWS_PREFIX = b'DECLARE "mcp_rows" NO SCROLL CURSOR FOR '
 _BATCH_ROWS = 10_000
+_ROWS_FETCH = f'FETCH FORWARD {_BATCH_ROWS:d} FROM "mcp_rows"'.encode()
 #: Up to this many rows (max_rows + 1) come in one round trip, with ROLLBACK; more via a cursor.
 _ONE_SHOT_ROWS = 10_000
-_IDLE = pq.TransactionStatus.IDLE
-# DISCARD ALL, less DEALLOCATE ALL and DISCARD PLANS; then how many prepared statements are
-# someone else's, and whether the guard's is there (all constant SQL, simple protocol).
-_RESET = (
-    "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *;"
-    " SELECT pg_catalog.pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES;"
-    f" SELECT pg_catalog.count(*) FILTER (WHERE name OPERATOR(pg_catalog.<>) '{STATEMENT}'),"
-    f" pg_catalog.count(*) FILTER (WHERE name OPERATOR(pg_catalog.=) '{STATEMENT}')"
-    " FROM pg_catalog.pg_prepared_statements"
-).encode()
 _STATUS = {"InsertStmt": "INSERT 0", "UpdateStmt": "UPDATE", "DeleteStmt": "DELETE", "MergeStmt": "MERGE"}
 
 
@@ -88,20 +78,22 @@ def query(
 ) -> dict[str, Any]:
     """Run one read-only statement and return at most ``max_rows`` rows and ``max_bytes`` bytes.
 
-    Result: ``columns`` ([{name, type}]), ``rows`` (lists of JSON values), ``row_count`` (rows
+    Result: ``columns`` ([{name, type}]), ``rows`` (a ``RawJson``: the JSON array of rows, each
+    a JSON array of values, as PostgreSQL serialised them, see ``rowjson``), ``row_count`` (rows
     returned), ``truncated`` (rows were left out, or values cut, because of a cap) and, when a
     value was too wide for the byte cap, ``cut``: the [row, column] cells whose value was
     replaced by the first characters of its text. ``policy``: the function policy (read-only
     tenants); None runs any function (read-write tenants; still a READ ONLY transaction).
 
-    Round trips: one for BEGIN, the settings, the function check and the statement's columns;
-    one for the rows (serialized by PostgreSQL, see ``rowjson``) and ROLLBACK; more only for
-    types not seen before, or for more than ``_ONE_SHOT_ROWS`` rows (a cursor).
+    Round trips (``wire.Batch``): one for BEGIN, the settings, the function check and the
+    statement's columns; one for the rows, ROLLBACK and the connection's reset (``reset``), so
+    that the pool takes the connection back without another. More only for types not seen
+    before, or for more than ``_ONE_SHOT_ROWS`` rows (a cursor, fetched in batches).
     """
     _positive(max_rows=max_rows, max_bytes=max_bytes, statement_timeout_ms=statement_timeout_ms)
     _positive(lock_timeout_ms=lock_timeout_ms)
     statement = guard.check_query(sql, server_version=conn.info.server_version)
-    offset = len(_DESCRIBE_PREFIX) - statement.start
+    encoding = conn.info.encoding
     with Deadline(conn, statement_timeout_ms) as deadline:
         with transaction(
             conn,
@@ -109,18 +101,26 @@ def query(
             deadline=deadline,
             lock_timeout_ms=lock_timeout_ms,
             sql=sql,
-            offset=offset,
+            offset=-statement.start,
             policy=policy,
-        ):
-            columns, oids, mods, infos = _describe(conn, statement, params, deadline, lock_timeout_ms, policy)
-            envelope = json_size({"columns": columns, "rows": [], "row_count": max_rows, "truncated": True})
+        ) as where:
+            bound = Params(conn, bind_params(params))
+            columns, oids, mods, infos = _describe(conn, statement, bound, deadline, lock_timeout_ms, policy)
+            shell = {"columns": columns, "rows": [], "row_count": max_rows, "truncated": True}
+            envelope = len(pydantic_core.to_json(shell))  # UTF-8 bytes of the result without its rows
             budget = max_bytes - envelope - 16 * len(oids) - 32
             limit = max_rows + 1
-            wrapped = rowjson.wrap(statement.text, oids, mods, infos, limit=limit, budget=budget)
-            rows, cut, full = _fetch_rows(conn, wrapped, params, limit, deadline)
-        truncated = full or len(rows) > max_rows or bool(cut)
-    del rows[max_rows:]
-    result: dict[str, Any] = {"columns": columns, "rows": rows, "row_count": len(rows), "truncated": truncated}
+            wrapped, at = rowjson.wrap(statement.text, oids, mods, infos, limit=limit, budget=budget)
+            where.offset = at - statement.start
+            texts, cut, full = _fetch_rows(conn, wrapped.encode(encoding), bound, limit, deadline)
+        truncated = full or len(texts) > max_rows or bool(cut)
+    del texts[max_rows:]
+    result: dict[str, Any] = {
+        "columns": columns,
+        "rows": rowjson.raw_rows(texts, encoding),
+        "row_count": len(texts),
+        "truncated": truncated,
+    }
     if cut:
         result["cut"] = [cell for cell in cut if cell[0] < max_rows]
     return result
@@ -129,90 +129,63 @@ def query(
 def _describe(
     conn: Connection,
     statement: guard.Statement,
-    params: Sequence[Any],
+    bound: Params,
     deadline: Deadline,
     lock_timeout_ms: int,
     policy: FunctionPolicy | None,
 ) -> tuple[list[dict[str, str]], list[int], list[int], list[rowjson.TypeInfo]]:
-    """One round trip: BEGIN, settings, the function check (which raises on a refusal, so that the
-    statement after it never runs) and the statement's columns, from a cursor that is never read."""
-    begin = begin_statements(
+    """One round trip: BEGIN, settings, the function check (which raises on a refusal, so that
+    nothing after it runs) and the statement's columns (parsed and described, not run)."""
+    batch = Batch(conn)
+    queue_begin(
+        batch,
         True,
         statement_timeout_ms=deadline.remaining_ms(),
         lock_timeout_ms=lock_timeout_ms,
         server_version=conn.info.server_version,
     )
-    with (
-        psycopg.RawCursor(conn) as setup,
-        psycopg.RawCursor(conn) as prepared,
-        psycopg.RawCursor(conn, row_factory=tuple_row) as cur,
-    ):
-        with _noting_prepared(conn, prepared), conn.pipeline():
-            for text, args in begin:
-                setup.execute(text, args, prepare=False)
-            if policy is not None and statement.refs:
-                _check_functions(conn, setup, prepared, policy, statement)
-            # DECLARE on the extended protocol: one statement, $n placeholders passed through.
-            cur.execute(_DESCRIBE_PREFIX + statement.text, bind_params(params), prepare=False, binary=True)
-            cur.execute(_DESCRIBE_FETCH, prepare=False)
-        res = cur.pgresult
-        if res is None or not cur.description:
-            return [], [], [], []
-        keys = [(res.ftype(i), res.fmod(i)) for i in range(res.nfields)]
-        names = [col.name for col in cur.description]
+    if policy is not None and statement.refs:
+        batch.execute(CHECK, policy.check_params(conn, statement.refs))
+    encoding = conn.info.encoding
+    described = batch.describe(statement.text.encode(encoding), bound)
+    results = batch.run()
+    batch.check(results)
+    res = results[described]
+    if res is None or not res.nfields:
+        return [], [], [], []
+    keys = [(res.ftype(i), res.fmod(i)) for i in range(res.nfields)]
+    names = [(res.fname(i) or b"").decode(encoding) for i in range(res.nfields)]
     infos = rowjson.type_infos(conn, keys)
     columns = [{"name": name, "type": info.name} for name, info in zip(names, infos, strict=True)]
     return columns, [oid for oid, _ in keys], [mod for _, mod in keys], infos
 
 
-def _check_functions(
-    conn: Connection,
-    cur: psycopg.RawCursor[Any],
-    prepare: psycopg.RawCursor[Any],
-    policy: FunctionPolicy,
-    statement: guard.Statement,
-) -> None:
-    """Queue the function check (raises in the server on a refusal) in the current pipeline."""
-    if not is_prepared(conn):
-        prepare.execute(PREPARE_SQL, prepare=False)
-    cur.execute(policy.execute_sql(conn, statement.refs), prepare=False)
-
-
-@contextmanager
-def _noting_prepared(conn: Connection, prepare: psycopg.RawCursor[Any]) -> Iterator[None]:
-    """Record that ``conn`` holds the prepared check once its PREPARE succeeded, even if the
-    statements after it fail (a refusal is such a failure)."""
-    try:
-        yield
-    finally:
-        result = prepare.pgresult
-        if result is not None and result.status == pq.ExecStatus.COMMAND_OK:
-            mark_prepared(conn, True)
-
-
 def _fetch_rows(
-    conn: Connection, wrapped: str, params: Sequence[Any], limit: int, deadline: Deadline
-) -> tuple[list[list[Any]], list[list[int]], bool]:
-    """Rows of the wrapped statement: in one round trip with ROLLBACK, or through a cursor."""
-    bound = bind_params(params)
-    with psycopg.RawCursor(conn, row_factory=tuple_row) as cur:
-        if limit <= _ONE_SHOT_ROWS:
-            with conn.pipeline(), psycopg.RawCursor(conn) as end:
-                cur.execute(wrapped, bound, prepare=False, binary=True)
-                end.execute(b"ROLLBACK", prepare=False)
-            return rowjson.decode(cur.fetchall(), 0)
-        cur.execute(_ROWS_PREFIX + wrapped, bound, prepare=False, binary=True)
-        values: list[list[Any]] = []
-        cut: list[list[int]] = []
-        while True:
-            deadline.remaining_ms()
-            cur.execute(_ROWS_FETCH, prepare=False)
-            batch = cur.fetchall()
-            got, got_cut, full = rowjson.decode(batch, len(values))
-            values += got
-            cut += got_cut
-            if full or len(batch) < _BATCH_ROWS or len(values) >= limit:
-                return values, cut, full
+    conn: Connection, wrapped: bytes, bound: Params, limit: int, deadline: Deadline
+) -> tuple[list[bytes], list[list[int]], bool]:
+    """Rows of the wrapped statement: in one round trip with ROLLBACK and the reset, or, for
+    more than ``_ONE_SHOT_ROWS``, through a cursor in batches. Marks the connection clean when
+    the reset went through."""
+    batch = Batch(conn)
+    if limit <= _ONE_SHOT_ROWS:
+        rows = batch.query(wrapped, bound)
+        return rowjson.collect(reset.run_and_end(batch)[rows], 0)
+    batch.query(_ROWS_PREFIX + wrapped, bound)
+    texts: list[bytes] = []
+    cut: list[list[int]] = []
+    while True:
+        fetch = batch.query(_ROWS_FETCH)
+        results = batch.run()
+        batch.check(results)
+        got, got_cut, full = rowjson.collect(results[fetch], len(texts))
+        texts += got
+        cut += got_cut
+        if full or len(got) < _BATCH_ROWS or len(texts) >= limit:
+            break
+        deadline.remaining_ms()
+        batch = Batch(conn)
+    reset.run_and_end(Batch(conn))
+    return texts, cut, full
 
 
 def execute(
@@ -316,54 +289,21 @@ def explain_query(
             policy=checked,
             tool="explain_query",
         ),
-        psycopg.RawCursor(conn, row_factory=tuple_row) as cur,
     ):
-        statements = begin_statements(
+        batch = Batch(conn)
+        queue_begin(
+            batch,
             True if read_only else None,
             statement_timeout_ms=deadline.remaining_ms(),
             lock_timeout_ms=lock_timeout_ms,
             server_version=conn.info.server_version,
         )
-        with conn.pipeline():
-            for text, args in statements:
-                cur.execute(text, args, prepare=False)
-            if checked is not None and statement.refs:
-                cur.execute(CHECK_SQL, checked.params(statement.refs), prepare=False)
-            _execute_extended(cur, prefix + statement.text, [])
-        row = cur.fetchone()
-    return {"plan": to_json(row[0]) if row else []}
-
-
-def reset_connection(conn: Connection) -> None:
-    """Pool ``reset`` callback: leave nothing of the last caller on the connection.
-
-    Rolls back an open transaction, then what ``DISCARD ALL`` does, but keeping the guard's
-    prepared check (``policy.STATEMENT``): cursors, role, session settings, LISTEN
-    registrations, advisory locks, temporary objects and sequence caches all go, and any other
-    prepared statement goes with ``DEALLOCATE ALL``.
-    """
-    if conn.closed:
-        return
-    if conn.info.transaction_status != _IDLE:
-        conn.rollback()
-    conn.read_only = None
-    # These refuse to run inside a transaction block, which autocommit=False would open.
-    # prepare=False: psycopg prepares a statement it sees often, and would trip over its own.
-    autocommit = conn.autocommit
-    if not autocommit:
-        conn.autocommit = True
-    try:
-        cur = conn.execute(_RESET, prepare=False)
-        while cur.nextset():
-            pass  # to the last result, the counts
-        others, ours = cur.fetchone() or (1, 0)
-        if others:
-            conn.execute(b"DEALLOCATE ALL", prepare=False)
-            ours = 0
-        mark_prepared(conn, bool(ours))
-    finally:
-        if not autocommit:
-            conn.autocommit = False
+        if checked is not None and statement.refs:
+            batch.execute(CHECK, checked.check_params(conn, statement.refs))
+        plan = batch.query((prefix + statement.text).encode(conn.info.encoding))
+        found = reset.run_and_end(batch)[plan]
+        text = found.get_value(0, 0) if found is not None and found.ntuples else None
+    return {"plan": json.loads(text) if text else []}
 
 
 def _execute_extended(cur: psycopg.RawCursor[Any], sql: str, params: Sequence[Any]) -> None:

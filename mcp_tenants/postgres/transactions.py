@@ -22,6 +22,7 @@ from mcp_tenants.errors import InvalidInput, TenantUnreachable
 from mcp_tenants.postgres.deadline import Deadline
 from mcp_tenants.postgres.diagnostics import user_error
 from mcp_tenants.postgres.policy import FunctionPolicy
+from mcp_tenants.postgres.wire import Batch, Named, Params
 
 logger = logging.getLogger(__name__)
 
@@ -63,17 +64,46 @@ def begin_statements(
     return [(_BEGIN[read_only], []), (settings, params)]
 
 
+#: The settings statement, prepared once per connection (its text depends on the server version).
+SETTINGS = {False: Named("mcp_settings", _SETTINGS, (25, 25, 25)), True: Named("mcp_settings", _SETTINGS_17, (25,) * 4)}
+
+
+def queue_begin(
+    batch: Batch, read_only: bool | None, *, statement_timeout_ms: int, lock_timeout_ms: int, server_version: int
+) -> None:
+    """Add BEGIN and the settings (``begin_statements``) to ``batch``; the settings go through
+    a named statement, so each call only binds and runs it."""
+    (begin_sql, _), (_, params) = begin_statements(
+        read_only,
+        statement_timeout_ms=statement_timeout_ms,
+        lock_timeout_ms=lock_timeout_ms,
+        server_version=server_version,
+    )
+    batch.query(begin_sql if isinstance(begin_sql, bytes) else begin_sql.encode())
+    batch.execute(SETTINGS[server_version >= 170_000], Params.texts([p.encode() for p in params]))
+
+
 def begin(conn: Connection, read_only: bool | None, *, deadline: Deadline, lock_timeout_ms: int) -> None:
     """Send BEGIN and the settings in one round trip (for tools that need nothing else with them)."""
-    statements = begin_statements(
+    batch = Batch(conn)
+    queue_begin(
+        batch,
         read_only,
         statement_timeout_ms=deadline.remaining_ms(),
         lock_timeout_ms=lock_timeout_ms,
         server_version=conn.info.server_version,
     )
-    with conn.pipeline(), psycopg.RawCursor(conn) as cur:
-        for sql, params in statements:
-            cur.execute(sql, params, prepare=False)
+    batch.check(batch.run())
+
+
+class Placement:
+    """Where the caller's SQL sits in the text PostgreSQL reports positions in; the body moves
+    ``offset`` when it sends the statement inside another text (a wrapper)."""
+
+    __slots__ = ("offset",)
+
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
 
 
 @contextmanager
@@ -87,13 +117,15 @@ def transaction(
     offset: int = 0,
     policy: FunctionPolicy | None = None,
     tool: str = "query",
-) -> Iterator[None]:
+) -> Iterator[Placement]:
     """The body sends BEGIN (``begin`` or ``begin_statements``); this ends the transaction.
 
     Committed only when ``commit`` and nothing failed, else rolled back. Errors become
     ``TenantsError``s: the deadline's timeout, the function policy's refusal, PostgreSQL's own
-    message with positions placed in ``sql`` (``offset``: characters the tool put before it).
+    message with positions placed in ``sql`` (``offset``: characters the tool put before it;
+    the body can move it through the ``Placement`` it gets).
     """
+    where = Placement(offset)
     try:
         if conn.info.transaction_status != _IDLE:
             logger.warning("connection handed over inside a transaction; rolling it back")
@@ -104,7 +136,7 @@ def transaction(
         if restore_autocommit:
             conn.autocommit = True
         try:
-            yield
+            yield where
             if commit:
                 with psycopg.RawCursor(conn) as cur:
                     cur.execute(b"COMMIT", prepare=False)
@@ -121,7 +153,7 @@ def transaction(
         if refusal is not None:
             raise refusal from None
         raise user_error(
-            exc, sql=sql, offset=offset, statement_timeout_ms=deadline.timeout_ms, lock_timeout_ms=lock_timeout_ms
+            exc, sql=sql, offset=where.offset, statement_timeout_ms=deadline.timeout_ms, lock_timeout_ms=lock_timeout_ms
         ) from exc
 
 

@@ -21,6 +21,7 @@ from psycopg_pool import ConnectionPool
 
 from mcp_tenants.errors import AccessDenied, QueryError, TenantsError
 from mcp_tenants.postgres import guard, tools
+from mcp_tenants.rawjson import decoded
 from tests.integration.server_pool import server_pool as make_server_pool
 
 TIMEOUT_MS = 5_000
@@ -55,8 +56,8 @@ def run(pool: ConnectionPool) -> Callable[..., dict[str, Any]]:
 
     def call(text: str, timeout_ms: int = TIMEOUT_MS, **kwargs: Any) -> dict[str, Any]:
         with pool.connection() as conn:
-            return tools.query(
-                conn, text, [], max_rows=100, max_bytes=1 << 20, statement_timeout_ms=timeout_ms, **kwargs
+            return decoded(
+                tools.query(conn, text, [], max_rows=100, max_bytes=1 << 20, statement_timeout_ms=timeout_ms, **kwargs)
             )
 
     return call
@@ -165,7 +166,7 @@ def test_the_server_reads_literals_like_the_guard_whatever_the_role_default(
         assert conn.info.parameter_status("standard_conforming_strings") == "off"
 
         def run(text: str) -> dict[str, Any]:
-            return tools.query(conn, text, [], max_rows=1, max_bytes=1000, statement_timeout_ms=TIMEOUT_MS)
+            return decoded(tools.query(conn, text, [], max_rows=1, max_bytes=1000, statement_timeout_ms=TIMEOUT_MS))
 
         with pytest.raises(AccessDenied, match="pg_read_file"):
             run(r"SELECT 'a\' , pg_read_file('/etc/passwd') --'")
@@ -265,8 +266,8 @@ def run_on_server_pool(server_pool: ConnectionPool) -> Iterator[Callable[..., di
 
     def call(text: str, **kwargs: Any) -> dict[str, Any]:
         with server_pool.connection() as conn:
-            return tools.query(
-                conn, text, [], max_rows=100, max_bytes=1 << 20, statement_timeout_ms=TIMEOUT_MS, **kwargs
+            return decoded(
+                tools.query(conn, text, [], max_rows=100, max_bytes=1 << 20, statement_timeout_ms=TIMEOUT_MS, **kwargs)
             )
 
     yield call

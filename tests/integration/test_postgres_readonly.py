@@ -21,6 +21,7 @@ from psycopg import sql
 from mcp_tenants.errors import AccessDenied, QueryError
 from mcp_tenants.postgres import tools
 from mcp_tenants.postgres.policy import FunctionPolicy
+from mcp_tenants.rawjson import decoded
 
 TIMEOUT_MS = 5_000
 
@@ -89,7 +90,7 @@ def run(conn: psycopg.Connection[Any]) -> Iterator[Callable[..., dict[str, Any]]
 
     def call(text: str, **kwargs: Any) -> dict[str, Any]:
         options: dict[str, Any] = {"max_rows": 100, "max_bytes": 1 << 20, "statement_timeout_ms": TIMEOUT_MS}
-        return tools.query(conn, text, [], **{**options, **kwargs})
+        return decoded(tools.query(conn, text, [], **{**options, **kwargs}))
 
     yield call
     assert "canary" not in notices
@@ -135,8 +136,10 @@ def test_non_volatile_functions_and_the_allow_list_run(run: Callable[..., Any]) 
 
 def test_an_operator_extends_the_allow_list(conn: psycopg.Connection[Any]) -> None:
     policy = FunctionPolicy.from_names(["evil.canary"])
-    result = tools.query(
-        conn, "SELECT evil.canary()", [], max_rows=1, max_bytes=1000, statement_timeout_ms=TIMEOUT_MS, policy=policy
+    result = decoded(
+        tools.query(
+            conn, "SELECT evil.canary()", [], max_rows=1, max_bytes=1000, statement_timeout_ms=TIMEOUT_MS, policy=policy
+        )
     )
     assert result["rows"] == [[1]]
 

@@ -408,3 +408,50 @@ def test_sigterm_cancels_a_running_query_and_exits_0_over_stdio(make_server, pg_
         asyncio.run(main())
     assert "signal received, shutting down" in server.logs()
     assert _running_sleeps(postgres_service, pg_database["user"]) == 0
+
+
+# Rows come from PostgreSQL as JSON text and are passed on without being parsed (RawJson): the
+# stdio writer splices the text into its message, HTTP parses it. Both must give the client the
+# same values, in the structured content and in the text block; a json value whose own
+# whitespace holds a line break must not break stdio's one-message-per-line framing.
+TRICKY_ROWS_SQL = (
+    'SELECT 1 AS n, E\'\\u00e9 "q" \\n line\' AS t, E\'{"a": [1, 2],\\n "b": null}\'::json AS j,'
+    " '{\"x\": 1}'::jsonb AS jb, 9007199254740993::bigint AS big, 'NaN'::float8 AS f,"
+    " '\\xdeadbeef'::bytea AS b, ARRAY[1, 2] AS arr, NULL AS nothing"
+    " UNION ALL SELECT 2, '', '[]', 'null', -1, 1.5, '', '{}', NULL"
+)
+TRICKY_ROWS = [
+    [1, 'é "q" \n line', {"a": [1, 2], "b": None}, {"x": 1}, "9007199254740993", "NaN", "3q2+7w==", [1, 2], None],
+    [2, "", [], None, -1, 1.5, "", [], None],
+]
+
+
+async def _tricky_rows(client) -> None:
+    result = await client.call_tool("query", {"tenant_id": "envy", "sql": TRICKY_ROWS_SQL})
+    assert not result.is_error, result.content
+    for seen in (result.structured_content, json.loads(result.content[0].text)):
+        assert seen["rows"] == TRICKY_ROWS
+        assert (seen["row_count"], seen["truncated"]) == (2, False)
+
+
+def test_rows_reach_the_client_the_same_over_stdio_and_http(make_server, pg_database, redis_db):
+    from .http import HttpServer
+
+    env = {**redis_db.env(), **pg_env_tenant("envy", pg_database)}
+
+    async def over_stdio(session: Session) -> None:
+        await _tricky_rows(session.client)
+        assert (await session.call("query", tenant_id="envy", sql="SELECT 1"))["rows"] == [[1]]
+
+    make_server(**env).run(over_stdio)
+    server = HttpServer(MODULE, env)
+    try:
+        server.wait_ready()
+
+        async def over_http() -> None:
+            async with server.client(None) as client:
+                await _tricky_rows(client)
+
+        asyncio.run(over_http())
+    finally:
+        server.close()

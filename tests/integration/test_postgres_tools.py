@@ -18,6 +18,7 @@ from psycopg_pool import ConnectionPool
 
 from mcp_tenants.errors import AccessDenied, InvalidInput, QueryError, TenantUnreachable
 from mcp_tenants.postgres import tools
+from mcp_tenants.rawjson import decoded
 from tests.integration.server_pool import server_pool as make_server_pool
 
 SCHEMA = """
@@ -126,7 +127,7 @@ def query(
     timeout_ms: int = TIMEOUT_MS,
     **kwargs: Any,
 ) -> dict[str, Any]:
-    return call(
+    result = call(
         tools.query,
         text,
         params or [],
@@ -135,6 +136,7 @@ def query(
         statement_timeout_ms=timeout_ms,
         **kwargs,
     )
+    return decoded(result)
 
 
 # --- query: values and columns ---------------------------------------------------------------
@@ -249,7 +251,7 @@ def test_query_runs_read_only_with_its_settings_and_keeps_autocommit(
     assert settings(query(call, text)) == expected  # a connection in a transaction-per-call mode
     for autocommit in (False, True):
         with psycopg.connect(**database["owner"], autocommit=autocommit) as conn:
-            result = tools.query(conn, text, [], max_rows=1, max_bytes=1000, statement_timeout_ms=TIMEOUT_MS)
+            result = decoded(tools.query(conn, text, [], max_rows=1, max_bytes=1000, statement_timeout_ms=TIMEOUT_MS))
             assert settings(result) == expected
             assert conn.autocommit is autocommit
             assert conn.info.transaction_status == pq.TransactionStatus.IDLE
@@ -317,6 +319,21 @@ def test_query_streams_a_huge_result_instead_of_materializing_it(call: Callable[
     result = query(call, "SELECT generate_series(1, 10000000000) AS g", max_rows=1000, timeout_ms=10_000)
     assert (result["row_count"], result["truncated"]) == (1000, True)
     assert result["rows"][-1] == [1000]
+
+
+def test_more_rows_than_one_round_trip_carries_come_through_a_cursor_capped_the_same(call: Callable[..., Any]) -> None:
+    text = "SELECT g, repeat('x', 10) FROM generate_series(1, 25000) g"
+    result = query(call, text, max_rows=20_000)
+    assert (result["row_count"], result["truncated"]) == (20_000, True)
+    assert result["rows"][0] == [1, "x" * 10] and result["rows"][-1] == [20_000, "x" * 10]
+    small = query(call, text, max_rows=25_000, max_bytes=100_000)
+    assert small["truncated"] is True and 0 < small["row_count"] < 25_000
+    assert len(json.dumps(small, separators=(",", ":"))) <= 100_000
+    after = query(
+        call,
+        "SELECT (SELECT count(*) FROM pg_cursors WHERE name = 'mcp_rows'), current_setting('transaction_read_only')",
+    )
+    assert after["rows"] == [[0, "on"]]  # the cursor went with the transaction; the next call is clean
 
 
 # --- query: errors -----------------------------------------------------------------------------

@@ -135,6 +135,24 @@ def test_references_cover_every_way_to_call_a_function() -> None:
     assert {"b", "attr"} <= refs.attributes
 
 
+def test_names_repeated_thousands_of_times_are_each_found_once() -> None:
+    sql = (
+        "SELECT "
+        + " + ".join(f"f{i % 50}(x)" for i in range(5_000))
+        + ', s."Quoted ""Name"""(1), g(1)::t, é(2) OPERATOR(s.===) 3 FROM r, s."Rel ation"'
+    )
+    refs = parse_one(sql).refs
+    assert refs.functions == {(None, f"f{i}") for i in range(50)} | {("s", 'Quoted "Name"'), (None, "g"), (None, "é")}
+    assert refs.operators == {(None, "+"), ("s", "===")}
+    assert refs.types == {(None, "t")}
+    assert refs.relations == {(None, "r"), ("s", "Rel ation")}
+
+
+def test_a_statement_without_names_still_reports_its_relations_and_implied_equals() -> None:
+    refs = parse_one("SELECT * FROM a NATURAL JOIN b").refs
+    assert (refs.relations, refs.operators, refs.functions) == ({(None, "a"), (None, "b")}, {(None, "=")}, set())
+
+
 def test_select_1_references_nothing_so_the_catalog_is_not_asked() -> None:
     assert not parse_one("SELECT 1, 'x', NULL, true").refs
 

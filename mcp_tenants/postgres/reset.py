@@ -1,0 +1,132 @@
+"""Leave nothing of the last caller on a pooled connection, without a round trip of its own.
+
+What ``DISCARD ALL`` does, less two parts that would drop this package's own prepared
+statements (``wire.Named``: the settings and the function check, whose plans cost more than
+running them): ``DEALLOCATE ALL`` runs only when a prepared statement that is not ours exists,
+and ``DISCARD PLANS`` never (it drops cached plans, which hold nothing of a caller). So cursors,
+role, session settings, LISTEN registrations, advisory locks, temporary objects and sequence
+caches all go, every time. "Ours" is a statement with one of our names that SQL did not create
+(``from_sql`` false): a caller can ``DEALLOCATE`` ours and ``PREPARE`` one under the same name,
+but only with SQL, and then it is someone else's and goes.
+
+The statements go in a ``wire.Batch``: at the end of a tool call's last round trip, after its
+ROLLBACK (``queue``), so that the call hands the pool a connection that needs nothing more
+(``mark_clean``); or on their own when the pool takes back a connection that is not known to be
+clean (``reset_connection``).
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import psycopg
+from psycopg import pq
+
+from mcp_tenants.postgres.wire import NAMES, Batch, Result, set_held
+
+Connection = psycopg.Connection[Any]
+
+_IDLE = pq.TransactionStatus.IDLE
+_TUPLES_OK = pq.ExecStatus.TUPLES_OK
+# DISCARD ALL's parts, each on its own (DISCARD ALL refuses to run inside the implicit
+# transaction of a pipeline), then the prepared statements that exist.
+STATEMENTS = (
+    b"CLOSE ALL",
+    b"SET SESSION AUTHORIZATION DEFAULT",
+    b"RESET ALL",
+    b"UNLISTEN *",
+    b"SELECT pg_catalog.pg_advisory_unlock_all()",
+    b"DISCARD TEMP",
+    b"DISCARD SEQUENCES",
+)
+PREPARED = b"SELECT name, from_sql FROM pg_catalog.pg_prepared_statement()"
+
+# Connections whose last round trip ended with a complete reset and that ran nothing since. A
+# tool call marks its connection, which one thread uses at a time (the pool's rule); the pool
+# takes the mark when the call gives the connection back (``tenant.TenantPool``), and
+# ``reset_connection`` drops it.
+_clean: weakref.WeakSet[Connection] = weakref.WeakSet()
+
+
+def queue(batch: Batch) -> tuple[int, int]:
+    """Add the reset to ``batch``, after the statements already in it, in the same pipeline
+    segment (it runs only if they all succeeded); (first, last) index of its results."""
+    first = len(batch)
+    for sql in STATEMENTS:
+        batch.query(sql)
+    return first, batch.query(PREPARED)
+
+
+def finish(conn: Connection, batch: Batch, results: list[Result | None], span: tuple[int, int]) -> bool:
+    """After ``run``: True when the reset ran and left nothing that needs ``DEALLOCATE ALL``."""
+    first, last = span
+    found = results[last]
+    if found is None or found.status != _TUPLES_OK or batch.first_error(results[first:last]) is not None:
+        return False
+    ours: set[str] = set()
+    others = False
+    for row in range(found.ntuples):
+        name = (found.get_value(row, 0) or b"").decode()
+        if name in NAMES and found.get_value(row, 1) == b"f":
+            ours.add(name)
+        else:
+            others = True
+    set_held(conn, set() if others else ours)
+    return not others
+
+
+def run_and_end(batch: Batch) -> list[Result | None]:
+    """Run ``batch`` with ROLLBACK and the reset after its statements; raise the first error of
+    its own statements. Marks the connection clean when the reset went through: the caller must
+    then send nothing more before the connection goes back to its pool."""
+    batch.query(b"ROLLBACK")
+    span = queue(batch)
+    results = batch.run()
+    batch.check(results[: span[0]])
+    if finish(batch.conn, batch, results, span):
+        mark_clean(batch.conn)
+    return results
+
+
+def mark_clean(conn: Connection) -> None:
+    """``conn`` was just reset and will run nothing more before it goes back to its pool."""
+    _clean.add(conn)
+
+
+def is_clean(conn: Connection) -> bool:
+    """True if ``conn`` was reset at the end of its last call (the mark stays)."""
+    return conn in _clean
+
+
+def take_clean(conn: Connection) -> bool:
+    """True (once) if ``conn`` was reset at the end of its last call and is idle."""
+    if conn not in _clean:
+        return False
+    _clean.discard(conn)
+    return not conn.closed and conn.info.transaction_status == _IDLE
+
+
+def reset_connection(conn: Connection) -> None:
+    """Pool ``reset`` callback: roll back what is open, then the reset, in one round trip.
+
+    Raises psycopg's error when the reset fails (the pool then discards the connection).
+    """
+    _clean.discard(conn)
+    if conn.closed:
+        return
+    if conn.read_only is not None:
+        conn.read_only = None
+    batch = Batch(conn)
+    if conn.info.transaction_status != _IDLE:
+        batch.query(b"ROLLBACK")
+    span = queue(batch)
+    results = batch.run()
+    batch.check(results)
+    if finish(conn, batch, results, span):
+        return
+    # A prepared statement that is not ours: DEALLOCATE ALL, which takes ours too.
+    again = Batch(conn)
+    again.query(b"DEALLOCATE ALL")
+    again.check(again.run())
+    set_held(conn, set())
