@@ -17,7 +17,6 @@ import fakeredis
 import httpx2
 import psycopg
 import pytest
-from redis.client import PubSub
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -396,20 +395,11 @@ def test_a_connection_string_inside_the_database_name_stays_a_name(line_service)
         elsewhere.close()
 
 
-class HalfOpenSubscription(fakeredis.FakeRedis):
-    """A client whose pub/sub subscriptions stay open and never deliver a message."""
-
-    def pubsub(self, **kwargs):
-        pubsub = super().pubsub(**kwargs)
-        pubsub.subscribe = lambda *channels: PubSub.subscribe(pubsub, "nothing-is-published-here")
-        return pubsub
-
-
 def test_a_replica_that_missed_the_announcement_stops_serving_a_removed_tenant_within_a_second():
     from mcp_tenants.crypto import SecretCodec
     from mcp_tenants.store import TenantStore
 
-    from .fakes import FakeBackend
+    from .fakes import FakeBackend, HalfOpenSubscription
 
     server = fakeredis.FakeServer()
 

@@ -8,7 +8,6 @@ import time
 import fakeredis
 import pytest
 import redis
-from redis.client import PubSub
 
 from mcp_tenants.changelog import ChangeLog
 from mcp_tenants.config import RedisSettings
@@ -19,20 +18,13 @@ from mcp_tenants.redisfaults import is_outage, reason, without_pipeline_note
 from mcp_tenants.store import TenantStore
 from mcp_tenants.storewatch import ChangeWatcher
 
+from .fakes import HalfOpenSubscription
+
 LOG = "mcp:postgres:tenant-changes"
 
 
 def tenant(tid="acme", host="db"):
     return PostgresTenant(tenant_id=tid, host=host, database="d", user="u", password="pw-acme-secret")
-
-
-class HalfOpenSubscription(fakeredis.FakeRedis):
-    """A client whose pub/sub subscriptions stay open and never deliver a message."""
-
-    def pubsub(self, **kwargs):
-        pubsub = super().pubsub(**kwargs)
-        pubsub.subscribe = lambda *channels: PubSub.subscribe(pubsub, "nothing-is-published-here")
-        return pubsub
 
 
 @pytest.fixture
