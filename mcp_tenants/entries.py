@@ -35,6 +35,11 @@ def events_channel(server: str) -> str:
     return f"mcp:{server}:tenant-events"
 
 
+def changes_key(server: str) -> str:
+    """The Redis stream that logs every write to a server's tenants (``changelog.py``)."""
+    return f"mcp:{server}:tenant-changes"
+
+
 def key_label(suffix: bytes) -> str:
     """A printable, unambiguous name for the part of a key after the prefix (bytes escaped)."""
     return suffix.decode("utf-8", errors="backslashreplace")

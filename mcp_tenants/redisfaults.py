@@ -28,6 +28,8 @@ _CODES_BY_CLASS = (
     ("ClusterDownError", "CLUSTERDOWN"),
 )
 
+_PIPELINE_NOTE = " of pipeline caused error: "
+
 
 def reply_code(exc: redis.RedisError) -> str:
     """The error code of a Redis error reply (``OOM``, ``NOPERM``, ``WRONGTYPE``...)."""
@@ -57,11 +59,20 @@ def reason(exc: BaseException) -> str:
     return redact(str(exc)) or type(exc).__name__
 
 
-def refusal_hint(exc: redis.RedisError, prefix: str) -> str:
-    """What the operator can do about a refusal."""
+def without_pipeline_note(exc: redis.RedisError) -> redis.RedisError:
+    """``exc`` without the note redis-py adds to an error in a pipeline, which quotes the command
+    (values included) and hides the reply's error code."""
+    text = str(exc.args[0]) if exc.args else ""
+    if text.startswith("Command # ") and _PIPELINE_NOTE in text:
+        exc.args = (text.split(_PIPELINE_NOTE, 1)[1], *exc.args[1:])
+    return exc
+
+
+def refusal_hint(exc: redis.RedisError, keys: str) -> str:
+    """What the operator can do about a refusal; ``keys`` names the keys the writes need."""
     code = reply_code(exc)
     if code == "NOPERM":
-        return f"grant the Redis user access to the {prefix}* keys (ACL SETUSER; see README, Security)"
+        return f"grant the Redis user access to the {keys} keys (ACL SETUSER; see README, Security)"
     if isinstance(exc, redis.exceptions.ConnectionError) or code in ("NOAUTH", "WRONGPASS"):
         return "check REDIS_PASSWORD and REDIS_USERNAME (or the credentials in REDIS_URL)"
     return "retrying cannot help: fix Redis, then try again"

@@ -5,7 +5,8 @@ when it is down) and load every stored tenant. Lookup: memory → Redis → envi
 Pools and clients ("resources") open lazily on a tenant's first use; at most ``max_open`` stay
 open (least recently used closed first), and one idle longer than ``idle_seconds`` is closed the
 next time another resource opens. Changes made by other processes arrive through the store's
-announcements and drop the stale entry, so the next call reloads it from Redis.
+watcher (pub/sub, and the change log within a second whatever pub/sub did) and drop the stale
+entry, so the next call reloads it from Redis.
 
 Concurrency rules, in one place:
 - ``_lock`` guards ``_entries``, ``_open`` and ``_closed``. It is held only to decide and to
@@ -136,8 +137,9 @@ class TenantManager(Generic[C, R]):
         if self.store is not None:
             with self._lock:
                 self._touched = set()
-            threading.Thread(target=self._preload, name="tenant-preload", daemon=True).start()
+            # Watch first: the preload's reads then wait until changes after them are caught.
             self.store.watch(self._on_remote_change)
+            threading.Thread(target=self._preload, name="tenant-preload", daemon=True).start()
         return self
 
     def _preload(self) -> None:
@@ -336,12 +338,12 @@ class TenantManager(Generic[C, R]):
         logger.info("tenant %r changed in another process; it is reloaded on next use", tenant_id)
 
     def _resync(self) -> None:
-        """Drop every cached tenant that no longer matches Redis (after missed announcements)."""
+        """Drop every cached tenant that no longer matches Redis (after missed changes).
+
+        Raises ``StoreUnavailable`` when Redis cannot tell: the store's watcher then asks again.
+        """
         assert self.store is not None
-        try:
-            stored, _errors = self.store.load_all()
-        except StoreUnavailable:
-            return
+        stored, _errors = self.store.load_all()
         with self._lock:
             stale = [
                 tid for tid, entry in self._entries.items() if entry.source != "env" and stored.get(tid) != entry.config

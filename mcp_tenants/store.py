@@ -4,6 +4,10 @@ Keys are ``mcp:{server}:tenant:{tenant_id}``; values are the config as a JSON ob
 fields sealed when a key is configured (``entries.py``). Enumeration uses SCAN, never KEYS.
 Values are read as bytes and decoded one by one, so one bad value never fails a batch.
 
+Every write also appends the tenant id to the change log ``mcp:{server}:tenant-changes`` in the
+same MULTI, then is announced on pub/sub; ``watch`` delivers both to the registry
+(``changelog.py``, ``storewatch.py``).
+
 Redis may fail at any time (``redisfaults.py``). An outage (no connection, or a Redis that is out
 of memory, read-only, loading...) queues writes, which ``WriteBack`` retries until Redis takes
 them, so nothing registered meanwhile is lost; ``put`` then returns False. A refusal (ACL,
@@ -22,12 +26,13 @@ from typing import Any, Generic, TypeVar
 import redis
 from redis.client import NEVER_DECODE
 
+from mcp_tenants.changelog import ChangeLog
 from mcp_tenants.config import RedisSettings, TenantConfig, validate_tenant_id
 from mcp_tenants.crypto import SecretCodec
-from mcp_tenants.entries import EntryCodec, events_channel, key_label, key_prefix
+from mcp_tenants.entries import EntryCodec, changes_key, events_channel, key_label, key_prefix
 from mcp_tenants.errors import CorruptEntry, InvalidInput, StoreRefused, StoreUnavailable
 from mcp_tenants.redisconn import make_redis_client
-from mcp_tenants.redisfaults import is_outage, is_unreachable, reason, refusal_hint, reply_code
+from mcp_tenants.redisfaults import is_outage, is_unreachable, reason, refusal_hint, reply_code, without_pipeline_note
 from mcp_tenants.storewatch import ChangeWatcher
 from mcp_tenants.writeback import Entry, WriteBack
 
@@ -43,6 +48,8 @@ _DELETE = None
 #: Read values as bytes even on a client that decodes: one value that is not UTF-8 must not
 #: fail the whole reply.
 _RAW = {NEVER_DECODE: True}
+#: Longest a read waits for the change watcher to find its place in the change log (see ``_read``).
+_POSITION_WAIT = 10.0
 
 
 def _text(value: bytes | str) -> str:
@@ -75,11 +82,13 @@ class TenantStore(Generic[C]):
         self._origin = uuid.uuid4().hex
         self._codec = codec
         self._client = client if client is not None else make_redis_client(settings)
+        self.changes = ChangeLog(self._client, changes_key(server))
+        self._keys = f"{self.prefix}* and {self.changes.key}"  # what a write needs, for messages
         self._max_backoff = max_backoff
         # background=False (the CLI): no retry thread and no queue; a failed write raises.
         self._queue = WriteBack(
             f"Redis at {settings.describe()}",
-            self.prefix,
+            self._keys,
             ping=self._client.ping,
             send=self._send,
             max_backoff=max_backoff,
@@ -119,7 +128,7 @@ class TenantStore(Generic[C]):
 
     def _refusal(self, exc: redis.RedisError, action: str) -> StoreRefused:
         return StoreRefused(
-            f"Redis at {self.settings.describe()} refused to {action}: {reason(exc)}; {refusal_hint(exc, self.prefix)}",
+            f"Redis at {self.settings.describe()} refused to {action}: {reason(exc)}; {refusal_hint(exc, self._keys)}",
             reply_code(exc),
         )
 
@@ -204,16 +213,33 @@ class TenantStore(Generic[C]):
         return True
 
     def _send(self, tenant_id: str, entry: Entry) -> None:
-        """One write to Redis, then its announcement; raises redis-py's errors as they are."""
+        """One write to Redis with its change-log entry (one MULTI), then its announcement.
+
+        Raises redis-py's errors as they are (without the pipeline's note, which quotes the value).
+        """
         key = self.key(tenant_id)
-        if entry is _DELETE:
-            self._client.delete(key)
-        else:
-            self._client.set(key, json.dumps(entry))
-        self._announce(tenant_id)
+        with self._client.pipeline(transaction=True) as pipe:
+            if entry is _DELETE:
+                pipe.delete(key)
+            else:
+                pipe.set(key, json.dumps(entry))
+            self.changes.append(pipe, tenant_id, self._origin)
+            try:
+                written, logged = pipe.execute(raise_on_error=False)
+            except redis.RedisError as exc:  # nothing was written (EXECABORT, or no answer)
+                raise without_pipeline_note(exc) from None
+        if isinstance(written, redis.RedisError):
+            raise without_pipeline_note(written)
+        self._announce(tenant_id, self.changes.appended(tenant_id, logged))
 
     def _read(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run one reading Redis call: fail fast while Redis is unreachable; errors become ours."""
+        """Run one reading Redis call: fail fast while Redis is unreachable; errors become ours.
+
+        Until the change watcher has found its place in the change log (a moment after start), a
+        read waits for it: a change made after the read is then always after that place.
+        """
+        if self._watcher is not None and not self._watcher.positioned.is_set():
+            self._watcher.positioned.wait(_POSITION_WAIT)
         if self._queue.reachable is False:
             raise StoreUnavailable(f"Redis at {self.settings.describe()} is unavailable")
         try:
@@ -231,18 +257,22 @@ class TenantStore(Generic[C]):
 
     # -- change announcements -----------------------------------------------------------------
 
-    def _announce(self, tenant_id: str) -> None:
-        """Tell other processes that ``tenant_id`` changed (best effort: they also resync on reconnect)."""
+    def _announce(self, tenant_id: str, entry_id: str | None) -> None:
+        """Tell other processes at once that ``tenant_id`` changed (best effort: the change log
+        brings it within a second anyway); ``entry_id`` is the change's entry in the log."""
+        message = {"tenant_id": tenant_id, "origin": self._origin, "id": entry_id}
         try:
-            self._client.publish(self.channel, json.dumps({"tenant_id": tenant_id, "origin": self._origin}))
+            self._client.publish(self.channel, json.dumps(message))
         except redis.RedisError:
             logger.debug("could not announce a change of tenant %r", tenant_id)
 
     def watch(self, on_change: Callable[[str | None], None]) -> None:
         """Call ``on_change(tenant_id)`` when another process changes a tenant, from a daemon thread.
 
-        ``on_change(None)`` means "changes may have been missed" (first subscription after an
-        outage): the receiver should compare everything it holds with Redis.
+        Within a second, whatever happens to the pub/sub subscription (``storewatch.py``).
+        ``on_change(None)`` means "changes may have been missed": the receiver should compare
+        everything it holds with Redis, and raise ``StoreUnavailable`` when it could not (it is
+        then asked again).
         """
         if self._watcher is not None:
             return
@@ -251,6 +281,7 @@ class TenantStore(Generic[C]):
             self.channel,
             self._origin,
             on_change,
+            log=self.changes,
             max_backoff=self._max_backoff,
         )
         self._watcher.thread.start()

@@ -35,7 +35,7 @@ class WriteBack:
     def __init__(
         self,
         where: str,
-        prefix: str,
+        keys: str,
         *,
         ping: Callable[[], object],
         send: Callable[[str, Entry], None],
@@ -43,7 +43,7 @@ class WriteBack:
         background: bool,
     ) -> None:
         self._where = where  # "Redis at redis://host:port/db", for messages
-        self._prefix = prefix
+        self._keys = keys  # the keys a write needs, for messages
         self._ping = ping
         self._send = send  # writes one entry (and announces it); raises redis-py's errors
         self._max_backoff = max_backoff
@@ -169,7 +169,7 @@ class WriteBack:
                     return False
                 message = f"{self._where} refused to store tenant {tenant_id!r}: {reason(exc)}"
                 logger.error(
-                    "%s; %s; the tenant is only in this process's memory", message, refusal_hint(exc, self._prefix)
+                    "%s; %s; the tenant is only in this process's memory", message, refusal_hint(exc, self._keys)
                 )
                 self._settle(tenant_id, entry, refused=message)
                 continue

@@ -74,7 +74,10 @@ def test_add_show_list_remove_round_trip(cli, pg_database, redis_db):
     code, out, _ = cli("--json", "list")
     assert [t["tenant_id"] for t in json.loads(out)["tenants"]] == ["acme"]
     code, out, _ = cli("remove", "acme")
-    assert code == 0 and redis_db.client.keys("*") == []
+    assert code == 0 and redis_db.client.keys("mcp:postgres:tenant:*") == []
+    # Both writes are in the change log, so running servers follow them within a second.
+    changes = redis_db.client.xrange("mcp:postgres:tenant-changes")
+    assert [fields["tenant_id"] for _id, fields in changes] == ["acme", "acme"]
     code, _, err = cli("remove", "acme")
     assert code == 1 and "unknown tenant" in err
     code, _, err = cli("show", "../x")
@@ -264,7 +267,7 @@ def test_corrupt_entries_of_any_kind_are_listed_and_removable(cli, pg_database, 
         assert code == 0, err
     code, out, _ = cli("list")
     assert code == 0 and out.split()[0] == "good"
-    assert raw.keys("*") == [b"mcp:postgres:tenant:good"]
+    assert raw.keys("mcp:postgres:tenant:*") == [b"mcp:postgres:tenant:good"]
 
 
 @pytest.fixture

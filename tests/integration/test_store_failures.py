@@ -175,7 +175,7 @@ def test_an_acl_refusal_fails_the_registration_at_once_and_nothing_is_queued(pri
         assert manager.list()[0] == []  # not half-registered in memory either
     finally:
         manager.close()
-    assert admin.keys("*") == []
+    assert admin.keys("mcp:postgres:tenant:*") == []
 
 
 # --- item 5: corrupt values of any kind are isolated, reported and removable ------------------

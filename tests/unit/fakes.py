@@ -2,6 +2,9 @@
 
 import threading
 
+import fakeredis
+from redis.client import PubSub
+
 from mcp_tenants.errors import TenantUnreachable
 
 
@@ -37,3 +40,12 @@ class FakeBackend:
     def verify(self, config):
         if config.host in self.unreachable:
             raise TenantUnreachable(f"cannot connect to {config.host}")
+
+
+class HalfOpenSubscription(fakeredis.FakeRedis):
+    """A client whose pub/sub subscriptions stay open and never deliver a message."""
+
+    def pubsub(self, **kwargs):
+        pubsub = super().pubsub(**kwargs)
+        pubsub.subscribe = lambda *channels: PubSub.subscribe(pubsub, "nothing-is-published-here")
+        return pubsub
