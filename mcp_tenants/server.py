@@ -123,6 +123,9 @@ class CallPolicy(Protocol):
     def sees(self, principal: Any, tenant_id: str) -> bool:
         """True when ``tenant_id`` exists for ``principal`` (for suggestions and listings)."""
 
+    def may(self, principal: Any, action: Action) -> bool:
+        """True when ``principal``'s role allows ``action`` (whatever the tenant)."""
+
     def use(self, principal: Any) -> contextlib.AbstractContextManager[None]:
         """Make ``principal`` the current caller while a tool runs (in the worker thread)."""
 
@@ -143,6 +146,9 @@ class OpenPolicy:
         return None
 
     def sees(self, principal: Any, tenant_id: str) -> bool:
+        return True
+
+    def may(self, principal: Any, action: Action) -> bool:
         return True
 
     def use(self, principal: Any) -> contextlib.AbstractContextManager[None]:
@@ -381,6 +387,10 @@ class TenantServer:
                 return spec.fn(**kwargs)
 
         return await loop.run_in_executor(self._executor, run_context.run, work)
+
+    def caller_may(self, action: Action) -> bool:
+        """Inside a tool: True when the caller of the running call may ``action`` (read, write, admin)."""
+        return self.policy.may(_caller.get(None), action)
 
     def visible(self) -> Callable[[str], bool]:
         """Inside a tool: which tenant ids exist for the caller of the running call."""

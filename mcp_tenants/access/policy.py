@@ -55,6 +55,10 @@ class AccessPolicy:
         """True when ``tenant_id`` exists for ``principal``."""
         return isinstance(principal, Principal) and principal.sees(tenant_id)
 
+    def may(self, principal: Any, action: str) -> bool:
+        """True when ``principal``'s role allows ``action``."""
+        return isinstance(principal, Principal) and principal.may(action)
+
     def use(self, principal: Principal) -> contextlib.AbstractContextManager[None]:
         """``current_principal()`` is ``principal`` while the tool runs."""
         return use_principal(principal)

@@ -268,6 +268,7 @@ class FunctionPolicy:
         shown = ", ".join(n.removeprefix("pg_catalog.") for n in self.allowed[:8])
         return (
             f"{name} is VOLATILE: it can change state outside the transaction; {tool} runs only "
-            f"non-volatile functions on a read-only tenant (allowed volatile functions: {shown}, ...; "
-            f"extend with {ALLOW_VARIABLE})"
+            f"non-volatile functions (allowed volatile functions: {shown}, ...; extend with {ALLOW_VARIABLE}); "
+            "to call it for its effect on a read-write tenant, use execute "
+            "(DO $$ BEGIN PERFORM ...; END $$)"
         )

@@ -116,10 +116,10 @@ def add_tools(app: TenantServer, manager: TenantManager[PostgresTenant, Any]) ->
 
         Rows and bytes are capped; truncated=true says rows were left out or values cut (cut
         lists the [row, column] cells shortened to fit). Values come back as JSON (bytea as
-        base64, timestamps ISO 8601). On read-only tenants only non-volatile functions run.
+        base64, timestamps ISO 8601). Only non-volatile functions run (and a short allow list).
         """
         limit = min(max_rows or settings.query_max_rows, settings.query_max_rows)
-        with checkout(manager, tenant_id) as (config, conn):
+        with checkout(manager, tenant_id) as (_config, conn):
             return tools.query(  # type: ignore[return-value]
                 conn,
                 sql,
@@ -127,7 +127,7 @@ def add_tools(app: TenantServer, manager: TenantManager[PostgresTenant, Any]) ->
                 max_rows=limit,
                 max_bytes=settings.result_max_bytes,
                 statement_timeout_ms=settings.statement_timeout_ms,
-                policy=None if config.writable else policy,
+                policy=policy,  # query is read-only for every tenant and every caller
             )
 
     @app.tool(DESTRUCTIVE_WRITES, title="Execute a statement (read-write tenants)")
@@ -155,13 +155,18 @@ def add_tools(app: TenantServer, manager: TenantManager[PostgresTenant, Any]) ->
         sql: Sql,
         analyze: Annotated[bool, Field(description="Run the statement to measure it (always rolled back)")] = False,
     ) -> PlanResult:
-        """The plan of a statement as JSON (EXPLAIN FORMAT JSON); with analyze, measured and rolled back."""
+        """The plan of a statement as JSON (EXPLAIN FORMAT JSON); with analyze, measured and rolled back.
+
+        What query may run can be explained by anyone; INSERT, UPDATE, DELETE and MERGE on
+        read-write tenants by callers who may write."""
         with checkout(manager, tenant_id) as (config, conn):
             return tools.explain_query(  # type: ignore[return-value]
                 conn,
                 sql,
                 analyze=analyze,
-                read_only=not config.writable,
+                # Writes (and volatile functions) only for a caller who may write, on a tenant
+                # that allows it: analyze runs the statement, and not everything rolls back.
+                read_only=not (config.writable and app.caller_may("write")),
                 statement_timeout_ms=settings.statement_timeout_ms,
                 policy=policy,
             )

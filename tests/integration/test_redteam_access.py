@@ -110,15 +110,6 @@ async def _error_text(session: Session, tool: str, **arguments) -> str:
     return " ".join(getattr(c, "text", "") for c in result.content)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HIGH: a reader on a read-write tenant gets the writer's latitude. explain_query(analyze=true) "
-    "runs any explainable statement with no function policy (read_only and the policy follow the "
-    "tenant's access, not the caller's role), so setval/nextval (not rolled back), pg_terminate_backend "
-    "and dblink_exec work for a reader; query likewise skips the function policy on read-write tenants. "
-    "Fix (mcp_tenants/postgres/server.py): read_only = not config.writable or not "
-    "current_principal().may('write') for query's policy and explain_query.",
-)
 def test_a_reader_cannot_change_a_read_write_tenant_through_explain_analyze(world):
     async def scenario(session: Session):
         denied = await session.fail("execute", tenant_id="team_a_rw", sql="SELECT setval('invoice_no', 1)")
