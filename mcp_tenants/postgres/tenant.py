@@ -54,8 +54,11 @@ _CAUSES = (
 )
 
 
-def describe_connect_error(config: PostgresTenant, exc: Exception) -> str:
+def describe_connect_error(config: PostgresTenant, exc: Exception, *, registering: bool = False) -> str:
     """A connection failure as a message that names the cause and what to fix, never the password.
+
+    What to fix depends on where the tenant comes from: the variable of an environment tenant,
+    the argument of the registration being checked (``registering``), or registering it again.
 
     Not masked here: libpq echoes the caller's own user and database names, and masking them with
     every tenant's secrets would be an oracle; the server core masks the call's own secrets."""
@@ -69,14 +72,18 @@ def describe_connect_error(config: PostgresTenant, exc: Exception) -> str:
     lowered = text.lower()
     for words, cause, variable, argument in _CAUSES:
         if words in lowered:
-            fix = ""
-            if variable:
-                fix = (
-                    f"; fix POSTGRES_TENANT_{config.tenant_id.upper()}_{variable} (a tenant from the environment) "
-                    f"or register_tenant's {argument} argument"
-                )
+            fix = _fix(config, variable, argument, registering) if variable else ""
             return f"{where}: {cause.format(detail=detail)}{fix}"
     return f"{where}: {detail}"
+
+
+def _fix(config: PostgresTenant, variable: str, argument: str, registering: bool) -> str:
+    if config.origin == "env":
+        return f"; fix POSTGRES_TENANT_{config.tenant_id.upper()}_{variable} and restart the server"
+    if registering:
+        return f"; check the {argument} " + ("argument" if config.origin == "tool" else "field")
+    how = "register_tenant" if config.origin == "tool" else "mcp-tenants add"
+    return f"; register the tenant again ({how}) with the right {argument}"
 
 
 # When each pooled connection last went idle: connected, or reset after a call. The pool's worker
@@ -236,7 +243,7 @@ class PostgresBackend:
             with self.connection_class(config).connect(**conninfo) as conn:
                 conn.execute("SELECT 1")
         except psycopg.Error as exc:
-            raise TenantUnreachable(describe_connect_error(config, exc)) from None
+            raise TenantUnreachable(describe_connect_error(config, exc, registering=True)) from None
 
 
 @contextmanager
