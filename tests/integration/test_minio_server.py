@@ -11,24 +11,15 @@ from mcp_tenants.devservices import S3Service, free_ports
 from tests import audit
 from tests.conftest import running
 
-from .stdio import ServerProcess, Session
+from .stdio import Session
 from .tenants import MINIO_TOOLS
 
 MODULE = "mcp_tenants.minio"
 
 
 @pytest.fixture
-def make_server(redis_db):
-    made: list[ServerProcess] = []
-
-    def make(**env: str) -> ServerProcess:
-        server = ServerProcess(MODULE, {**redis_db.env(), **env})
-        made.append(server)
-        return server
-
-    yield make
-    for server in made:
-        server.close()
+def make_server(stdio_servers, redis_db):
+    return lambda **env: stdio_servers(MODULE, **{**redis_db.env(), **env})
 
 
 def register_args(s3, tenant_id="media", *, read_only_identity=False, **overrides):

@@ -14,25 +14,16 @@ import pytest
 
 from mcp_tenants.devservices import RedisService, free_ports
 
-from .stdio import ServerProcess, Session, ToolFailed
+from .stdio import Session, ToolFailed
 from .tenants import POSTGRES_TOOLS, pg_env_tenant, pg_register_args
 
 MODULE = "mcp_tenants.postgres"
 
 
 @pytest.fixture
-def make_server(redis_db):
-    """Build ServerProcess objects on the test's Redis database; their logs are checked for secrets."""
-    made: list[ServerProcess] = []
-
-    def make(**env: str) -> ServerProcess:
-        server = ServerProcess(MODULE, {**redis_db.env(), "MCP_LOG_LEVEL": "INFO", **env})
-        made.append(server)
-        return server
-
-    yield make
-    for server in made:
-        server.close()
+def make_server(stdio_servers, redis_db):
+    """Servers on the test's Redis database; their logs are checked for secrets."""
+    return lambda **env: stdio_servers(MODULE, **{**redis_db.env(), "MCP_LOG_LEVEL": "INFO", **env})
 
 
 def assert_no_secret(secret: str, *texts: str) -> None:

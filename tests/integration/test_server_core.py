@@ -15,24 +15,15 @@ import time
 import pytest
 
 from .http import ROOT, HttpServer
-from .stdio import ServerProcess, Session
+from .stdio import Session
 from .tenants import pg_env_tenant, pg_register_args
 
 MODULE = "mcp_tenants.postgres"
 
 
 @pytest.fixture
-def make_server(redis_db):
-    made: list[ServerProcess] = []
-
-    def make(**env: str) -> ServerProcess:
-        server = ServerProcess(MODULE, {**redis_db.env(), "MCP_LOG_LEVEL": "INFO", **env})
-        made.append(server)
-        return server
-
-    yield make
-    for server in made:
-        server.close()
+def make_server(stdio_servers, redis_db):
+    return lambda **env: stdio_servers(MODULE, **{**redis_db.env(), "MCP_LOG_LEVEL": "INFO", **env})
 
 
 def test_argument_errors_name_the_argument_and_never_echo_a_value(make_server, pg_database):

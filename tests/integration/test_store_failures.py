@@ -24,23 +24,14 @@ from mcp_tenants.store import TenantStore
 from tests.conftest import running
 from tests.unit.fakes import FakeBackend
 
-from .stdio import ServerProcess, Session
+from .stdio import Session
 from .tenants import pg_env_tenant, pg_register_args
 
 
 @pytest.fixture
-def make_server():
-    """Build ServerProcess objects; their logs are checked for secrets."""
-    made: list[ServerProcess] = []
-
-    def make(module: str = "mcp_tenants.postgres", **env: str) -> ServerProcess:
-        server = ServerProcess(module, {"MCP_LOG_LEVEL": "INFO", **env})
-        made.append(server)
-        return server
-
-    yield make
-    for server in made:
-        server.close()
+def make_server(stdio_servers):
+    """Servers without Redis unless the test gives it; their logs are checked for secrets."""
+    return lambda module="mcp_tenants.postgres", **env: stdio_servers(module, **{"MCP_LOG_LEVEL": "INFO", **env})
 
 
 @pytest.fixture
