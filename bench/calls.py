@@ -23,9 +23,9 @@ from bench.harness import (
     spread,
     timed,
 )
-from mcp_tenants.config import Settings
 from mcp_tenants.postgres import tools
 from mcp_tenants.postgres.tenant import PostgresBackend, PostgresTenant
+from mcp_tenants.settings import Settings
 
 SELECT_1 = {"tenant_id": "bench", "sql": "SELECT 1"}
 

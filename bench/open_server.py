@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 
-from mcp_tenants.config import Settings
+from mcp_tenants.calls import OpenPolicy
 from mcp_tenants.launch import ServerProcess, configure_logging
 from mcp_tenants.postgres.config import PostgresTenant
 from mcp_tenants.postgres.server import INSTRUCTIONS, add_tools, make_backend
-from mcp_tenants.server import OpenPolicy, TenantServer
+from mcp_tenants.server import TenantServer
+from mcp_tenants.settings import Settings
 from mcp_tenants.transports import run_stdio
 
 

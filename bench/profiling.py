@@ -17,8 +17,8 @@ from collections.abc import Iterator
 
 from bench.calls import SELECT_1, pg_env, select_1_in_process
 from bench.harness import PG_MODULE, Report, Services, StdioServer, latencies, ms
-from mcp_tenants.config import Settings
 from mcp_tenants.postgres.tenant import PostgresBackend, PostgresTenant
+from mcp_tenants.settings import Settings
 
 # -- 6. profile ---------------------------------------------------------------------------------
 

@@ -29,9 +29,10 @@ from bench.harness import (
     spread,
     timed,
 )
-from mcp_tenants.config import Redactor, Settings
+from mcp_tenants.config import Redactor
 from mcp_tenants.crypto import SecretCodec, generate_key
 from mcp_tenants.postgres.tenant import PostgresTenant
+from mcp_tenants.settings import Settings
 from mcp_tenants.store import TenantStore, key_prefix
 
 TENANTS = 10_000

@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 from mcp_tenants import __version__
 from mcp_tenants.access.registration import RegistrationPolicy
-from mcp_tenants.config import Settings, TenantConfig, load_env_file, redact
+from mcp_tenants.config import TenantConfig, redact
 from mcp_tenants.crypto import SecretCodec
 from mcp_tenants.errors import InvalidInput, TenantsError
 from mcp_tenants.feedback import ClientLogHandler
 from mcp_tenants.server import TenantServer
+from mcp_tenants.settings import Settings, load_env_file
 from mcp_tenants.transports import bind, run_http, run_stdio, signals_ignored
 
 if TYPE_CHECKING:

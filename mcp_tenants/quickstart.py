@@ -36,11 +36,12 @@ from typing import Any
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
-from mcp_tenants.config import RedisSettings, TenantConfig, env_tenants, mask_url
+from mcp_tenants.config import TenantConfig, env_tenants, mask_url
 from mcp_tenants.crypto import generate_key
 from mcp_tenants.devservices import LocalService, PostgresService, RedisService, S3Service, ServiceUnavailable
 from mcp_tenants.minio.tenant import MinioTenant
 from mcp_tenants.postgres.tenant import PostgresTenant
+from mcp_tenants.settings import RedisSettings
 from mcp_tenants.store import key_prefix, make_redis_client
 
 logger = logging.getLogger(__name__)

@@ -37,7 +37,7 @@ from redis.connection import SSLConnection, parse_url
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
-from mcp_tenants.config import RedisSettings
+from mcp_tenants.settings import RedisSettings
 
 logger = logging.getLogger(__name__)
 

@@ -27,12 +27,13 @@ import redis
 from redis.client import NEVER_DECODE
 
 from mcp_tenants.changelog import ChangeLog
-from mcp_tenants.config import RedisSettings, TenantConfig, validate_tenant_id
+from mcp_tenants.config import TenantConfig, validate_tenant_id
 from mcp_tenants.crypto import SecretCodec
 from mcp_tenants.entries import EntryCodec, changes_key, events_channel, key_label, key_prefix
 from mcp_tenants.errors import CorruptEntry, InvalidInput, StoreRefused, StoreUnavailable
 from mcp_tenants.redisconn import make_redis_client
 from mcp_tenants.redisfaults import is_outage, is_unreachable, reason, refusal_hint, reply_code, without_pipeline_note
+from mcp_tenants.settings import RedisSettings
 from mcp_tenants.storewatch import ChangeWatcher
 from mcp_tenants.writeback import Entry, WriteBack
 

@@ -16,8 +16,9 @@ from typing import Any
 from mcp_tenants import __version__
 from mcp_tenants.cli import access, tenants
 from mcp_tenants.cli.context import EXIT_FAILED, EXIT_USAGE, Context
-from mcp_tenants.config import load_env_file, redact
+from mcp_tenants.config import redact
 from mcp_tenants.errors import InvalidInput, TenantsError
+from mcp_tenants.settings import load_env_file
 
 SERVERS = ("postgres", "minio")
 

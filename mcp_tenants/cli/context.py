@@ -16,9 +16,10 @@ from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from mcp_tenants.config import Settings, TenantConfig
+from mcp_tenants.config import TenantConfig
 from mcp_tenants.envtenants import EnvTenants, read_env_tenants
 from mcp_tenants.errors import StoreRefused, StoreUnavailable, TenantsError
+from mcp_tenants.settings import Settings
 
 if TYPE_CHECKING:
     import redis

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
 
-from mcp_tenants.config import Settings
 from mcp_tenants.errors import AccessDenied
 from mcp_tenants.launch import serve
 from mcp_tenants.minio.config import MinioTenant
@@ -27,6 +26,7 @@ from mcp_tenants.minio.results import (
     RegisterResult,
 )
 from mcp_tenants.server import DELETES, DESTRUCTIVE_WRITES, READS, WRITES, TenantServer
+from mcp_tenants.settings import Settings
 from mcp_tenants.tenant_tools import TenantId, add_tenant_tools
 from mcp_tenants.toolspec import Action
 

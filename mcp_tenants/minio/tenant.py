@@ -6,11 +6,11 @@ import urllib3
 from minio import Minio
 
 from mcp_tenants.access.targets import TargetPolicy
-from mcp_tenants.config import Settings
 from mcp_tenants.minio import targets
 from mcp_tenants.minio.client import TenantSettingError, make_client, make_http_client
 from mcp_tenants.minio.config import MinioTenant
 from mcp_tenants.minio.tools import check_credentials
+from mcp_tenants.settings import Settings
 
 
 def explain_setting(error: TenantSettingError, tenant_id: str, *, from_env: bool) -> TenantSettingError:

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
 
-from mcp_tenants.config import Settings
 from mcp_tenants.errors import AccessDenied
 from mcp_tenants.launch import serve
 from mcp_tenants.postgres.config import PostgresTenant
@@ -21,6 +20,7 @@ from mcp_tenants.postgres.results import (
     TablesResult,
 )
 from mcp_tenants.server import DESTRUCTIVE_WRITES, READS, WRITES, TenantServer
+from mcp_tenants.settings import Settings
 from mcp_tenants.tenant_tools import TenantId, add_tenant_tools
 
 if TYPE_CHECKING:

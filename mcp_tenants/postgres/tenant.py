@@ -16,12 +16,12 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from mcp_tenants.access.targets import TargetPolicy
-from mcp_tenants.config import Settings
 from mcp_tenants.errors import TenantBusy, TenantNotFound, TenantUnreachable
 from mcp_tenants.postgres.config import PostgresTenant
 from mcp_tenants.postgres.reset import is_clean, reset_connection, take_clean
 from mcp_tenants.postgres.targets import pinned_connection_class
 from mcp_tenants.registry import TenantManager
+from mcp_tenants.settings import Settings
 
 Connection = psycopg.Connection[Any]
 

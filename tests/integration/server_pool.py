@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from mcp_tenants.config import Settings
 from mcp_tenants.postgres.tenant import PostgresBackend, PostgresTenant, TenantPool
+from mcp_tenants.settings import Settings
 
 
 @contextmanager

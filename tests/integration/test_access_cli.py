@@ -11,8 +11,8 @@ import pytest
 
 from mcp_tenants.access.audit import AuditLog
 from mcp_tenants.access.keys import hash_key
-from mcp_tenants.config import RedisSettings
 from mcp_tenants.redisconn import make_redis_client
+from mcp_tenants.settings import RedisSettings
 from tests import audit
 
 from .stdio import ROOT

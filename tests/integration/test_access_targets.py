@@ -22,10 +22,10 @@ import psycopg_pool
 import pytest
 
 from mcp_tenants.access.targets import TargetPolicy
-from mcp_tenants.config import Settings
 from mcp_tenants.errors import AccessDenied
 from mcp_tenants.minio.tenant import MinioBackend, MinioTenant
 from mcp_tenants.postgres.tenant import PostgresBackend, PostgresTenant
+from mcp_tenants.settings import Settings
 
 from .http import HttpServer
 from .stdio import ServerProcess, Session, ToolFailed

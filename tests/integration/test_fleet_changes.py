@@ -15,12 +15,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from mcp_tenants.config import RedisSettings
 from mcp_tenants.crypto import SecretCodec
 from mcp_tenants.devservices import RedisService
 from mcp_tenants.errors import StoreRefused, TenantsError
 from mcp_tenants.postgres.config import PostgresTenant
 from mcp_tenants.registry import TenantManager
+from mcp_tenants.settings import RedisSettings
 from mcp_tenants.store import TenantStore
 from tests.conftest import running
 from tests.unit.fakes import FakeBackend

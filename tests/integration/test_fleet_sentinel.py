@@ -18,13 +18,13 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from mcp_tenants.config import RedisSettings
 from mcp_tenants.crypto import SecretCodec
 from mcp_tenants.devservices import free_ports
 from mcp_tenants.devservices.base import wait_until
 from mcp_tenants.devservices.sentinel_service import SentinelService
 from mcp_tenants.postgres.tenant import PostgresTenant
 from mcp_tenants.redisconn import make_redis_client
+from mcp_tenants.settings import RedisSettings
 from mcp_tenants.store import TenantStore
 from tests import audit
 from tests.conftest import running

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from psycopg import sql
 
-from mcp_tenants.config import Settings
 from mcp_tenants.devservices.base import free_ports
 from mcp_tenants.errors import TenantUnreachable
 from mcp_tenants.postgres.tenant import PostgresBackend, PostgresTenant, checkout
+from mcp_tenants.settings import Settings
 
 
 class _Manager:

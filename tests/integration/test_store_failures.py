@@ -14,12 +14,12 @@ import time
 import pytest
 import redis
 
-from mcp_tenants.config import RedisSettings
 from mcp_tenants.crypto import SecretCodec
 from mcp_tenants.devservices import RedisService, free_ports
 from mcp_tenants.errors import StoreRefused
 from mcp_tenants.postgres.config import PostgresTenant
 from mcp_tenants.registry import TenantManager
+from mcp_tenants.settings import RedisSettings
 from mcp_tenants.store import TenantStore
 from tests.conftest import running
 from tests.unit.fakes import FakeBackend

@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from mcp_tenants.access.http import build_http_auth, principal_of, request_principal
 from mcp_tenants.access.keys import ApiKeyStore, hash_key
-from mcp_tenants.config import RedisSettings, Settings
+from mcp_tenants.settings import RedisSettings, Settings
 
 from .test_access_oauth import AUDIENCE, ISSUER, RSA_KEY, Issuer, claims
 

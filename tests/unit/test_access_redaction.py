@@ -1,8 +1,9 @@
 """Scoped redaction: a call's output masks only its own tenant's and the server's secrets, never a guess."""
 
 from mcp_tenants.access.redaction import ScopedRedaction, tenant_secrets
-from mcp_tenants.config import RedisSettings, Settings, redact
+from mcp_tenants.config import redact
 from mcp_tenants.postgres.tenant import PostgresTenant
+from mcp_tenants.settings import RedisSettings, Settings
 
 OTHER = PostgresTenant(tenant_id="other", host="h", database="d", user="u", password="other-tenant-pw-1")
 MINE = PostgresTenant(tenant_id="mine", host="h", database="d", user="u", password="my-own-pw-2")

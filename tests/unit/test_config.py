@@ -2,16 +2,10 @@
 
 import pytest
 
-from mcp_tenants.config import (
-    RedisSettings,
-    Settings,
-    env_tenants,
-    mask_url,
-    redact,
-    validate_tenant_id,
-)
+from mcp_tenants.config import env_tenants, mask_url, redact, validate_tenant_id
 from mcp_tenants.errors import InvalidInput
 from mcp_tenants.postgres.tenant import PostgresTenant
+from mcp_tenants.settings import RedisSettings, Settings
 
 BAD_IDS = ["*", "a:b", "a b", "../x", "", "x" * 100, "ténant", "A", "-a", "_a", "a\n", "a/b", None, 7]
 

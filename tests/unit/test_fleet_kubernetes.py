@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from mcp_tenants.config import RedisSettings, Settings
+from mcp_tenants.settings import RedisSettings, Settings
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is in the test extra")
 kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is in the test extra")

@@ -149,8 +149,8 @@ class FakeManager:
 def test_ops_feeds_metrics_from_call_records_and_drains_before_stopping() -> None:
     import asyncio
 
-    from mcp_tenants.config import Settings
     from mcp_tenants.ops import Ops, outcome_of
+    from mcp_tenants.settings import Settings
 
     assert [outcome_of(r) for r in ({"outcome": "ok"}, {"error": "InternalError"}, {"error": "AccessDenied"})] == [
         "ok",

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import redis
 
-from mcp_tenants.config import RedisSettings, parse_sentinels
 from mcp_tenants.devservices import free_ports
 from mcp_tenants.errors import InvalidInput
 from mcp_tenants.redisconn import FailoverWatch, FollowingPool, MasterChanging, SentinelRedis, make_redis_client
+from mcp_tenants.settings import RedisSettings, parse_sentinels
 
 
 def sentinel_env(**extra: str) -> dict[str, str]:

@@ -28,12 +28,12 @@ from mcp_tenants.access.keys import ApiKeyStore, KeyCache, hash_key
 from mcp_tenants.access.redaction import ScopedRedaction
 from mcp_tenants.access.registration import RegistrationPolicy
 from mcp_tenants.access.targets import TargetPolicy
-from mcp_tenants.config import RedisSettings, Settings
 from mcp_tenants.errors import AccessDenied, InvalidInput, TenantsError
 from mcp_tenants.ops import OTHER_TOOL, MetricsObserver, PrometheusMetrics
 from mcp_tenants.postgres.config import PostgresTenant
 from mcp_tenants.postgres.targets import pinned_connection_class
 from mcp_tenants.registry import TenantManager
+from mcp_tenants.settings import RedisSettings, Settings
 
 
 def settings(**overrides) -> Settings:

@@ -10,11 +10,11 @@ import pytest
 
 from mcp_tenants.access.registration import RegistrationPolicy
 from mcp_tenants.access.targets import TargetPolicy
-from mcp_tenants.config import RedisSettings
 from mcp_tenants.crypto import SecretCodec
 from mcp_tenants.errors import InvalidInput, TenantNotFound, TenantProtected, TenantUnreachable
 from mcp_tenants.postgres.tenant import PostgresTenant
 from mcp_tenants.registry import ManagerClosed, TenantManager
+from mcp_tenants.settings import RedisSettings
 from mcp_tenants.store import TenantStore
 
 from .fakes import FakeBackend

@@ -8,11 +8,11 @@ import fakeredis
 import pytest
 import redis
 
-from mcp_tenants.config import RedisSettings
 from mcp_tenants.crypto import SecretCodec, generate_key
 from mcp_tenants.errors import CorruptEntry, StoreUnavailable
 from mcp_tenants.postgres.tenant import PostgresTenant
 from mcp_tenants.redisfaults import is_outage
+from mcp_tenants.settings import RedisSettings
 from mcp_tenants.store import TenantStore
 from mcp_tenants.writeback import WriteBack
 

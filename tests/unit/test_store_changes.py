@@ -10,11 +10,11 @@ import pytest
 import redis
 
 from mcp_tenants.changelog import ChangeLog
-from mcp_tenants.config import RedisSettings
 from mcp_tenants.crypto import SecretCodec
 from mcp_tenants.errors import StoreUnavailable
 from mcp_tenants.postgres.tenant import PostgresTenant
 from mcp_tenants.redisfaults import is_outage, reason, without_pipeline_note
+from mcp_tenants.settings import RedisSettings
 from mcp_tenants.store import TenantStore
 from mcp_tenants.storewatch import ChangeWatcher
 

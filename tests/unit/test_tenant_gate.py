@@ -4,8 +4,8 @@ import asyncio
 
 import pytest
 
+from mcp_tenants.calls import CallGate
 from mcp_tenants.errors import TenantBusy
-from mcp_tenants.server import CallGate
 
 
 def test_a_tenant_over_its_cap_waits_then_is_busy_while_others_pass():
