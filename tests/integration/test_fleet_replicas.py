@@ -9,7 +9,10 @@ fails none.
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -142,6 +145,45 @@ class Load:
     def count(self) -> int:
         with self._lock:
             return self.ok + len(self.errors)
+
+
+def test_a_key_and_its_grant_reach_every_replica_and_its_revocation_too(
+    fleet: ReplicaFleet, sentinel: SentinelService, pg_database: Any
+) -> None:
+    """An API key made with the CLI works on every replica, with its grant, within a second of
+    its creation, and stops working on every replica within a second of its revocation."""
+    for tenant_id in ("fleet_a", "fleet_b", "other"):
+        ToolClient(fleet.url).call("register_tenant", **pg_register_args(pg_database, tenant_id=tenant_id))
+    env = {**os.environ, **sentinel.env()}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "mcp_tenants.cli", *args], capture_output=True, text=True, env=env, timeout=60
+        )
+        audit.record(f"mcp-tenants {args[0]}", done.stderr)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    key = (
+        cli("key", "create", "fleet-reader", "--tenants", "fleet_*", "--role", "reader").stdout.strip().splitlines()[-1]
+    )
+    audit.secret(key)
+    replicas = [ToolClient(fleet.replica_url(n), token=key) for n in range(REPLICAS)]
+
+    def listed(client: ToolClient) -> list[str] | None:
+        try:
+            return [t["tenant_id"] for t in client.call("list_tenants")["tenants"]]
+        except ToolCallFailed:
+            return None
+
+    for client in replicas:  # every replica takes the new key, with its grant
+        eventually(lambda client=client: listed(client) == ["fleet_a", "fleet_b"], 5, fleet)
+    cli("key", "revoke", "fleet-reader")
+    for client in replicas:  # and every replica refuses it once revoked
+        eventually(lambda client=client: listed(client) is None, 5, fleet)
+    assert "HTTP 401" in fails(replicas[0], "list_tenants")
+    # With no key left, the loopback fleet takes anonymous callers again (the tests below).
+    eventually(lambda: listed(ToolClient(fleet.url)) is not None, 5, fleet)
 
 
 def test_a_replica_stopped_with_sigterm_drains_and_no_call_fails(fleet: ReplicaFleet, pg_database: Any) -> None:
