@@ -85,7 +85,9 @@ class Redactor:
 
     Secrets are indexed by their first 4, 8 or 16 characters (the longest their length allows),
     so masking costs a few dict lookups per character of text however many tenants (secrets)
-    the process knows, even when many secrets share a beginning.
+    the process knows, even when many secrets share a beginning. Most text holds no secret: one
+    set intersection of its 4-character windows with the secrets' first four characters says so
+    at C speed, and only text that shares such a window is scanned.
     Thread-safety: ``add`` takes a lock and only ever appends to a bucket; appending to a list
     that another thread iterates is safe in CPython, so ``__call__`` reads without a lock.
     """
@@ -99,6 +101,7 @@ class Redactor:
         self._lock = threading.Lock()
         self._known: set[str] = set()
         self._index: dict[int, dict[str, list[str]]] = {width: {} for width in self._WIDTHS}
+        self._heads: set[str] = set()  # the first MIN_LENGTH characters of every secret
 
     def add(self, *secrets: str | None) -> None:
         """Remember more secrets to mask."""
@@ -106,6 +109,7 @@ class Redactor:
             for secret in secrets:
                 if isinstance(secret, str) and len(secret) >= self.MIN_LENGTH and secret not in self._known:
                     self._known.add(secret)
+                    self._heads.add(secret[: self.MIN_LENGTH])
                     width = next(w for w in self._WIDTHS if len(secret) >= w)
                     self._index[width].setdefault(secret[:width], []).append(secret)
 
@@ -121,6 +125,11 @@ class Redactor:
     def __call__(self, text: str) -> str:
         """``text`` with every known secret replaced by ``***``."""
         if not self._known:
+            return text
+        width = self.MIN_LENGTH
+        windows = {text[i : i + width] for i in range(len(text) - width + 1)}
+        # Membership tests only: ``add`` may grow the set meanwhile, which iterating it would not allow.
+        if not any(map(self._heads.__contains__, windows)):
             return text
         parts: list[str] = []
         start = position = 0
