@@ -171,6 +171,10 @@ def hostile(postgres_service: Any) -> Iterator[Tenant]:
                 "CREATE FOREIGN TABLE public.remote_ticket (n bigint) SERVER loopback"
                 " OPTIONS (schema_name 'public', table_name 'next_ticket')"
             )
+            conn.execute(
+                "CREATE FOREIGN TABLE public.remote_codes (code text, n int) SERVER loopback"
+                " OPTIONS (schema_name 'public', table_name 'codes')"
+            )
     try:
         with server_pool(info, "redteam") as pool:
             yield Tenant(info, pool)
@@ -307,6 +311,16 @@ def test_user_mapping_passwords_are_not_readable_through_information_schema(tena
     except AccessDenied:
         return
     assert ["password", tenant.info["password"]] not in result["rows"]
+
+
+def test_no_postgres_fdw_connection_outlives_the_call(tenant: Tenant) -> None:
+    # A legitimate read of a foreign table leaves postgres_fdw's cached connection (a remote
+    # session with its own settings and locks) on the pooled connection, for the next caller.
+    if not tenant.owner("SELECT 1 FROM pg_class WHERE relname = 'remote_codes'"):
+        pytest.skip("postgres_fdw is not installed")
+    assert tenant.query("SELECT count(*) FROM remote_codes")["rows"] == [[2]]
+    with tenant.pool.connection() as conn:
+        assert conn.execute("SELECT count(*) FROM postgres_fdw_get_connections()").fetchone() == (0,)
 
 
 # --- 3. read tools that change state -----------------------------------------------------------
