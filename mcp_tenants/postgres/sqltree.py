@@ -21,6 +21,15 @@ that machine-written JSON and are found with regular expressions over it. No Pyt
 follows the input's depth, and a key can never be faked from inside a string literal, because a
 JSON string cannot contain an unescaped quote. The C parser itself recurses on deep trees, so
 large statements are parsed on a thread with a large stack.
+
+What the parser costs. PostgreSQL's scanner (libpg_query's, and the server's own, which reads
+the same text again) is quadratic on long runs of operator characters: it matches a whole run,
+then gives back all but one character and matches the rest again (``1 ++++...+``, nested
+``/*/*...*/*/``). A 40 KB run costs two seconds of CPU, 1 MB would cost half an hour, in the
+parser and again in the server, where no timeout interrupts it. ``lexical_cost`` bounds that
+work in one linear pass before anything else reads the text: the sum of the squares of the
+runs' lengths, counted wherever they are (a run inside a string literal counts too, so the
+bound can only refuse, never admit).
 """
 
 from __future__ import annotations
@@ -47,6 +56,11 @@ OLDEST_SERVER = 130_000
 # thread stack holds; longer ones are parsed on a thread whose stack holds 1 MB of nesting.
 _INLINE_CHARS = 4_000
 _PARSER_STACK_BYTES = 256 << 20
+#: The scanner's worst case, as the sum of the squares of the operator-character runs' lengths:
+#: about 40 ms of scanning on this machine, far beyond any statement a person or a tool writes
+#: (a run of 3,000 characters, or 1,000 runs of 100).
+MAX_LEXICAL_COST = 10_000_000
+_OPERATOR_RUN = re.compile(r"[~!@#^&|`?+\-*/%<>=]{2,}")
 
 Name = tuple[str | None, str]  # (schema or None, name)
 
@@ -93,6 +107,10 @@ _RE_STMT_SPAN = re.compile(r'"stmt_(location|len)":(\d+)')
 _SPAN_TAIL = 128  # '},"stmt_location":N,"stmt_len":N}]}' with room to spare
 _IMPLIED_EQUALS = ('"CaseExpr":{"arg":', '"isNatural":true', '"usingClause":[')
 _BETWEEN_OPERATORS = (">=", "<=", "<", ">")
+
+
+class ParseTimeout(Exception):
+    """The parser did not answer within the call's deadline."""
 
 
 @dataclass(frozen=True)
@@ -142,12 +160,13 @@ class Statement:
         return found.group(1) if found else ""
 
 
-def parse_one(sql: str, *, legacy_server: bool = False) -> Statement:
+def parse_one(sql: str, *, legacy_server: bool = False, timeout_s: float | None = None) -> Statement:
     """Parse ``sql`` as exactly one statement, or raise with PostgreSQL's own message.
 
     ``legacy_server``: the server is older than the parser (see the module docstring).
+    ``timeout_s``: give up waiting for the parser after this long (``ParseTimeout``).
     """
-    tree = _parse_json(sql)
+    tree = _parse_json(sql, timeout_s)
     kinds = _RE_STMT.findall(tree)
     if not kinds:
         raise InvalidInput("sql is empty: give one SQL statement")
@@ -157,13 +176,26 @@ def parse_one(sql: str, *, legacy_server: bool = False) -> Statement:
     return Statement(kind=kinds[0], text=text, tree=tree, start=start, refs=_references(tree, legacy_server))
 
 
-def _parse_json(sql: str) -> str:
+def lexical_cost(sql: str) -> int:
+    """An upper bound of the scanner's extra work on ``sql`` (see the module docstring)."""
+    return sum(len(run) ** 2 for run in _OPERATOR_RUN.findall(sql))
+
+
+def _parse_json(sql: str, timeout_s: float | None = None) -> str:
     if "\x00" in sql:
         raise InvalidInput("sql contains a NUL character, which PostgreSQL does not accept")
+    cost = lexical_cost(sql)
+    if cost > MAX_LEXICAL_COST:
+        longest = max(len(run) for run in _OPERATOR_RUN.findall(sql))
+        raise InvalidInput(
+            f"sql has runs of operator characters (+-*/<>=~!@#%^&|`?) too long to scan in bounded time "
+            f"(the longest has {longest} characters; comments nested thousands deep count too): "
+            "shorten them or separate the operators with spaces"
+        )
     try:
         if len(sql) <= _INLINE_CHARS:
             return str(pg_parser.parse_sql_json(sql))
-        return _BigStackParser.parse(sql)
+        return _BigStackParser.parse(sql, timeout_s)
     except pg_parser.ParseError as exc:
         message, index = (*exc.args, None)[:2] if exc.args else ("syntax error", None)
         text = str(message)
@@ -255,10 +287,14 @@ class _BigStackParser:
     THREADS = 2
 
     @classmethod
-    def parse(cls, sql: str) -> str:
+    def parse(cls, sql: str, timeout_s: float | None = None) -> str:
         done: Future[str] = Future()
         cls._queue().put((sql, done))
-        return done.result()
+        try:
+            return done.result(timeout_s)
+        except TimeoutError:
+            done.cancel()  # still queued: never parsed; already running: its thread finishes it
+            raise ParseTimeout("the parser did not finish in time") from None
 
     @classmethod
     def _queue(cls) -> queue.SimpleQueue[tuple[str, Future[str]]]:
@@ -278,6 +314,8 @@ class _BigStackParser:
     def _work(jobs: queue.SimpleQueue[tuple[str, Future[str]]]) -> None:
         while True:
             sql, done = jobs.get()
+            if not done.set_running_or_notify_cancel():
+                continue  # its caller gave up before it was parsed
             try:
                 done.set_result(str(pg_parser.parse_sql_json(sql)))
             except BaseException as exc:  # handed to the caller, who raises it

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -92,9 +92,12 @@ def query(
     """
     _positive(max_rows=max_rows, max_bytes=max_bytes, statement_timeout_ms=statement_timeout_ms)
     _positive(lock_timeout_ms=lock_timeout_ms)
-    statement = guard.check_query(sql, server_version=conn.info.server_version)
     encoding = conn.info.encoding
     with Deadline(conn, statement_timeout_ms) as deadline:
+        statement = _parsed(
+            deadline,
+            lambda timeout_s: guard.check_query(sql, server_version=conn.info.server_version, timeout_s=timeout_s),
+        )
         with transaction(
             conn,
             commit=False,
@@ -273,13 +276,17 @@ def explain_query(
     query's), so explaining never changes data.
     """
     _positive(statement_timeout_ms=statement_timeout_ms)
-    statement = guard.check_explain(sql, read_only=read_only, server_version=conn.info.server_version)
     prefix = "EXPLAIN (FORMAT JSON, ANALYZE) " if analyze else "EXPLAIN (FORMAT JSON) "
     lock_timeout_ms = min(DEFAULT_LOCK_TIMEOUT_MS, statement_timeout_ms)
     checked = policy if read_only else None
-    with (
-        Deadline(conn, statement_timeout_ms) as deadline,
-        transaction(
+    with Deadline(conn, statement_timeout_ms) as deadline:
+        statement = _parsed(
+            deadline,
+            lambda timeout_s: guard.check_explain(
+                sql, read_only=read_only, server_version=conn.info.server_version, timeout_s=timeout_s
+            ),
+        )
+        with transaction(
             conn,
             commit=False,
             deadline=deadline,
@@ -288,22 +295,32 @@ def explain_query(
             offset=len(prefix) - statement.start,
             policy=checked,
             tool="explain_query",
-        ),
-    ):
-        batch = Batch(conn)
-        queue_begin(
-            batch,
-            True if read_only else None,
-            statement_timeout_ms=deadline.remaining_ms(),
-            lock_timeout_ms=lock_timeout_ms,
-            server_version=conn.info.server_version,
-        )
-        if checked is not None and statement.refs:
-            batch.execute(CHECK, checked.check_params(conn, statement.refs))
-        plan = batch.query((prefix + statement.text).encode(conn.info.encoding))
-        found = reset.run_and_end(batch)[plan]
-        text = found.get_value(0, 0) if found is not None and found.ntuples else None
+        ):
+            batch = Batch(conn)
+            queue_begin(
+                batch,
+                True if read_only else None,
+                statement_timeout_ms=deadline.remaining_ms(),
+                lock_timeout_ms=lock_timeout_ms,
+                server_version=conn.info.server_version,
+            )
+            if checked is not None and statement.refs:
+                batch.execute(CHECK, checked.check_params(conn, statement.refs))
+            plan = batch.query((prefix + statement.text).encode(conn.info.encoding))
+            found = reset.run_and_end(batch)[plan]
+            text = found.get_value(0, 0) if found is not None and found.ntuples else None
     return {"plan": json.loads(text) if text else []}
+
+
+def _parsed(deadline: Deadline, check: Callable[[float], guard.Statement]) -> guard.Statement:
+    """The guard's verdict, within the call's deadline: parsing is part of the call's time."""
+    try:
+        statement = check(deadline.remaining_ms() / 1000)
+    except guard.ParseTimeout:
+        deadline.expired = True
+        raise deadline.error() from None
+    deadline.remaining_ms()  # raises the timeout if parsing used up the call's time
+    return statement
 
 
 def _execute_extended(cur: psycopg.RawCursor[Any], sql: str, params: Sequence[Any]) -> None:

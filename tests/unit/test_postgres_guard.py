@@ -227,3 +227,23 @@ def test_policy_refusal_names_the_function_why_and_how_to_allow_it() -> None:
     assert ALLOW_VARIABLE in text and "random" in text
     assert "public.my_volatile" in policy.allowed and "pg_catalog.pg_sleep" in policy.allowed
     assert policy.refusal('invalid input syntax for type integer: "x"', "query") is None
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT 1 " + "/*" * 10_000 + "*/" * 10_000,  # nested comments: the scanner rescans each run
+        "SELECT 1 " + "+" * 5_000 + " 1",  # trailing + and - are given back one at a time
+        "SELECT 1 /*" + "/*/" * 3_000 + "*/" * 3_000,
+    ],
+)
+def test_text_the_scanner_would_take_quadratic_time_on_is_refused_before_parsing(sql: str) -> None:
+    started = time.perf_counter()
+    with pytest.raises(InvalidInput, match="operator characters"):
+        check_query(sql)
+    assert time.perf_counter() - started < 5  # a sanity bound, not a benchmark
+
+
+def test_ordinary_operator_runs_and_banner_comments_pass_the_lexical_bound() -> None:
+    banner = "/* " + "=" * 200 + " */\n-- " + "-" * 200 + "\n"
+    assert check_query(banner + "SELECT 1 <> 2, 'a' || 'b', 3 >= -1").kind == "SelectStmt"
