@@ -34,7 +34,7 @@ from mcp_tenants.postgres.policy import CHECK, FunctionPolicy
 from mcp_tenants.postgres.reset import reset_connection
 from mcp_tenants.postgres.transactions import begin, queue_begin, transaction
 from mcp_tenants.postgres.values import bind_params, json_size, text_loaders, to_json
-from mcp_tenants.postgres.wire import Batch, Params
+from mcp_tenants.postgres.wire import AnswerTooLarge, Batch, Params
 
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT_MS",
@@ -106,16 +106,17 @@ def query(
             sql=sql,
             offset=-statement.start,
             policy=policy,
+            max_chars=max_bytes // 2,
         ) as where:
             bound = Params(conn, bind_params(params))
-            columns, oids, mods, infos = _describe(conn, statement, bound, deadline, lock_timeout_ms, policy)
+            limit = _answer_limit(max_bytes)
+            columns, oids, mods, infos = _describe(conn, statement, bound, deadline, lock_timeout_ms, policy, limit)
             shell = {"columns": columns, "rows": [], "row_count": max_rows, "truncated": True}
             envelope = len(pydantic_core.to_json(shell))  # UTF-8 bytes of the result without its rows
             budget = max_bytes - envelope - 16 * len(oids) - 32
-            limit = max_rows + 1
-            wrapped, at = rowjson.wrap(statement.text, oids, mods, infos, limit=limit, budget=budget)
+            wrapped, at = rowjson.wrap(statement.text, oids, mods, infos, limit=max_rows + 1, budget=budget)
             where.offset = at - statement.start
-            texts, cut, full = _fetch_rows(conn, wrapped.encode(encoding), bound, limit, deadline)
+            texts, cut, full = _fetch_rows(conn, wrapped.encode(encoding), bound, max_rows + 1, deadline, limit)
         truncated = full or len(texts) > max_rows or bool(cut)
     del texts[max_rows:]
     result: dict[str, Any] = {
@@ -136,10 +137,11 @@ def _describe(
     deadline: Deadline,
     lock_timeout_ms: int,
     policy: FunctionPolicy | None,
+    limit: int,
 ) -> tuple[list[dict[str, str]], list[int], list[int], list[rowjson.TypeInfo]]:
     """One round trip: BEGIN, settings, the function check (which raises on a refusal, so that
     nothing after it runs) and the statement's columns (parsed and described, not run)."""
-    batch = Batch(conn)
+    batch = Batch(conn, limit=limit)
     queue_begin(
         batch,
         True,
@@ -164,12 +166,12 @@ def _describe(
 
 
 def _fetch_rows(
-    conn: Connection, wrapped: bytes, bound: Params, limit: int, deadline: Deadline
+    conn: Connection, wrapped: bytes, bound: Params, limit: int, deadline: Deadline, answer_limit: int
 ) -> tuple[list[bytes], list[list[int]], bool]:
     """Rows of the wrapped statement: in one round trip with ROLLBACK and the reset, or, for
     more than ``_ONE_SHOT_ROWS``, through a cursor in batches. Marks the connection clean when
-    the reset went through."""
-    batch = Batch(conn)
+    the reset went through. ``answer_limit``: bytes each round trip may receive."""
+    batch = Batch(conn, limit=answer_limit)
     if limit <= _ONE_SHOT_ROWS:
         rows = batch.query(wrapped, bound)
         return rowjson.collect(reset.run_and_end(batch)[rows], 0)
@@ -186,8 +188,8 @@ def _fetch_rows(
         if full or len(got) < _BATCH_ROWS or len(texts) >= limit:
             break
         deadline.remaining_ms()
-        batch = Batch(conn)
-    reset.run_and_end(Batch(conn))
+        batch = Batch(conn, limit=answer_limit)
+    reset.run_and_end(Batch(conn, limit=answer_limit))
     return texts, cut, full
 
 
@@ -268,14 +270,17 @@ def explain_query(
     read_only: bool,
     statement_timeout_ms: int,
     policy: FunctionPolicy | None = DEFAULT_POLICY,
+    max_bytes: int = 1 << 20,
 ) -> dict[str, Any]:
     """Return ``plan``: the list EXPLAIN (FORMAT JSON) produces, one entry per statement.
 
     With ``analyze`` the statement really runs, inside a transaction that is always rolled back
     (and READ ONLY for a read-only tenant, whose statement passes the function policy like
-    query's), so explaining never changes data.
+    query's), so explaining never changes data. A plan longer than ``max_bytes`` (PostgreSQL
+    prints folded constants in full) is not returned: ``plan`` is then empty, ``truncated`` is
+    true, ``plan_start`` holds its first characters when they could be read, and ``note`` says why.
     """
-    _positive(statement_timeout_ms=statement_timeout_ms)
+    _positive(statement_timeout_ms=statement_timeout_ms, max_bytes=max_bytes)
     prefix = "EXPLAIN (FORMAT JSON, ANALYZE) " if analyze else "EXPLAIN (FORMAT JSON) "
     lock_timeout_ms = min(DEFAULT_LOCK_TIMEOUT_MS, statement_timeout_ms)
     checked = policy if read_only else None
@@ -295,8 +300,9 @@ def explain_query(
             offset=len(prefix) - statement.start,
             policy=checked,
             tool="explain_query",
+            max_chars=max_bytes // 2,
         ):
-            batch = Batch(conn)
+            batch = Batch(conn, limit=max_bytes + (64 << 10))
             queue_begin(
                 batch,
                 True if read_only else None,
@@ -307,9 +313,36 @@ def explain_query(
             if checked is not None and statement.refs:
                 batch.execute(CHECK, checked.check_params(conn, statement.refs))
             plan = batch.query((prefix + statement.text).encode(conn.info.encoding))
-            found = reset.run_and_end(batch)[plan]
+            try:
+                found = reset.run_and_end(batch)[plan]
+            except AnswerTooLarge as exc:
+                if exc.kind != "row":
+                    raise
+                return _plan_too_large(exc.length, exc.fields.get("text", ""), max_bytes)
             text = found.get_value(0, 0) if found is not None and found.ntuples else None
+    if text and len(text) > max_bytes:
+        return _plan_too_large(len(text), text[: 16 << 10].decode(conn.info.encoding, "ignore"), max_bytes)
     return {"plan": json.loads(text) if text else []}
+
+
+def _plan_too_large(length: int, start: str, max_bytes: int) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "plan": [],
+        "truncated": True,
+        "note": (
+            f"the plan is {length:,} bytes, more than the result cap of {max_bytes:,} bytes "
+            "(MCP_RESULT_MAX_BYTES): PostgreSQL prints folded constants and every node in full; "
+            "explain a smaller statement or one without large literals"
+        ),
+    }
+    if start:
+        result["plan_start"] = start[: min(16 << 10, max_bytes // 4)]
+    return result
+
+
+def _answer_limit(max_bytes: int) -> int:
+    """Bytes one round trip of a call may receive: its rows, their envelope, the check, a message."""
+    return 2 * max_bytes + (1 << 20)
 
 
 def _parsed(deadline: Deadline, check: Callable[[float], guard.Statement]) -> guard.Statement:
