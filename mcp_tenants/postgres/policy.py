@@ -103,7 +103,7 @@ _DONE = (
 # Kinds of reference: f function (any arity), a attribute notation (one argument), o operator,
 # t type, r relation. Every function and operator is schema-qualified and every operator
 # spelled OPERATOR(pg_catalog.x): the tenant's search_path must not change what this query means.
-_OFFENDERS = f"""
+_OFFENDERS_PART = f"""
 WITH RECURSIVE
 refs(kind, sch, name) AS (
   SELECT * FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.text[]),
@@ -204,7 +204,7 @@ offenders(line) AS (
 #: Raises "invalid input syntax for type integer" carrying the offenders, or returns 0: placed
 #: in a pipeline before the statement, a refusal stops the statement from ever being run.
 CHECK_SQL = (
-    _OFFENDERS + f"SELECT CASE WHEN v IS NULL THEN 0 ELSE pg_catalog.int4in(pg_catalog.textout("
+    _OFFENDERS_PART + f"SELECT CASE WHEN v IS NULL THEN 0 ELSE pg_catalog.int4in(pg_catalog.textout("
     f"pg_catalog.concat('{_MARK}', E'\\n', v))) END"
     + " FROM (SELECT pg_catalog.string_agg(line, E'\\n') AS v FROM offenders) AS x"
 )
