@@ -35,9 +35,9 @@ _READ_ONLY_HINT = (
     "use execute on a read-write tenant to change data"
 )
 #: Statements a read-write tenant may also explain (``analyze`` is rolled back).
-_WRITES = {"InsertStmt": "INSERT", "UpdateStmt": "UPDATE", "DeleteStmt": "DELETE", "MergeStmt": "MERGE"}
+WRITES = {"InsertStmt": "INSERT", "UpdateStmt": "UPDATE", "DeleteStmt": "DELETE", "MergeStmt": "MERGE"}
 _NAMES = {
-    **_WRITES,
+    **WRITES,
     "ExplainStmt": "EXPLAIN",
     "VariableShowStmt": "SHOW",
     "VariableSetStmt": "SET",
@@ -89,7 +89,7 @@ def check_explain(
     INSERT, UPDATE, DELETE and MERGE (``analyze`` runs them in a transaction that is rolled back).
     """
     statement = parse_one(sql, legacy_server=check_server(server_version), timeout_s=timeout_s)
-    if read_only or statement.kind not in _WRITES:
+    if read_only or statement.kind not in WRITES:
         _require_read(
             statement,
             "explain_query explains one SELECT, WITH, VALUES or TABLE statement"

@@ -105,7 +105,28 @@ _RE_CTE = re.compile(r'"ctequery":\{"(\w+)":')
 _RE_STMT = re.compile(r'\{"stmt":\{"(\w+)":')
 _RE_STMT_SPAN = re.compile(r'"stmt_(location|len)":(\d+)')
 _SPAN_TAIL = 128  # '},"stmt_location":N,"stmt_len":N}]}' with room to spare
-_IMPLIED_EQUALS = ('"CaseExpr":{"arg":', '"isNatural":true', '"usingClause":[')
+# Constructs that compare with "=" without naming it: CASE x WHEN, NATURAL JOIN, JOIN USING,
+# x IN (subquery) and x op ALL/ANY (subquery) (the name-based check adds "=" for them).
+_IMPLIED_EQUALS = (
+    '"CaseExpr":{"arg":',
+    '"isNatural":true',
+    '"usingClause":[',
+    '"subLinkType":"ANY_SUBLINK"',
+    '"subLinkType":"ALL_SUBLINK"',
+)
+_RE_NODE = re.compile(r'"([A-Z][A-Za-z_]*)":\{')
+_RE_PARAM = re.compile(r'"ParamRef":\{"number":(\d+),"location":(\d+)')
+_RE_CTE_NAME = re.compile(r'"ctename":(' + _STR + ")")
+# A statement built of these alone (constants, parameters, a target list or VALUES, LIMIT)
+# reaches nothing PostgreSQL resolves in the catalog: no name, no operator, no sort.
+_TRIVIAL_NODES = frozenset({"SelectStmt", "ResTarget", "A_Const", "ParamRef", "List"})
+_RE_NOT_TRIVIAL = re.compile(
+    r'"(?:distinctClause|sortClause|groupClause|havingClause|whereClause|windowClause|withClause|fromClause|larg|rarg)":'
+)
+_RE_NAME_TEXT = re.compile(r'"(?:sval|relname|schemaname|aliasname)":(' + _STR + ")")
+#: An identifier this long (in characters) that is not ASCII may be cut at 63 bytes differently
+#: by the guard's parser (UTF-8) and by a server whose database encoding is another.
+LONG_IDENTIFIER_CHARS = 15
 _BETWEEN_OPERATORS = (">=", "<=", "<", ">")
 
 
@@ -137,6 +158,33 @@ class Statement:
     tree: str = field(repr=False)  # libpg_query's JSON
     start: int = 0  # where ``text`` starts in the caller's SQL (characters)
     refs: References = References()
+    byte_start: int = 0  # where ``text`` starts in the caller's SQL, in UTF-8 bytes
+
+    @property
+    def trivial(self) -> bool:
+        """True when the statement reaches nothing in the catalog (``SELECT 1``, ``VALUES ($1)``)."""
+        return set(_RE_NODE.findall(self.tree)) <= _TRIVIAL_NODES and not _RE_NOT_TRIVIAL.search(self.tree)
+
+    def parameters(self) -> list[tuple[int, int, int]]:
+        """(number, start, end) of every ``$n`` in ``text``, as UTF-8 byte offsets, in order."""
+        data = self.text.encode()
+        found = []
+        for number, location in _RE_PARAM.findall(self.tree):
+            at = int(location) - self.byte_start
+            end = at + 1
+            while end < len(data) and data[end : end + 1].isdigit():
+                end += 1
+            found.append((int(number), at, end))
+        return sorted(found, key=lambda item: item[1])
+
+    def cte_names(self) -> set[str]:
+        """Names of the statement's CTEs (a reference to one is no relation in the catalog)."""
+        return set(_decode_all(set(_RE_CTE_NAME.findall(self.tree))).values())
+
+    def long_identifiers(self) -> list[str]:
+        """Identifiers that are not ASCII and may be cut differently by a non-UTF-8 server."""
+        names = _decode_all(set(_RE_NAME_TEXT.findall(self.tree))).values()
+        return sorted(n for n in names if len(n) >= LONG_IDENTIFIER_CHARS and not n.isascii())
 
     @property
     def has_into(self) -> bool:
@@ -172,8 +220,19 @@ def parse_one(sql: str, *, legacy_server: bool = False, timeout_s: float | None 
         raise InvalidInput("sql is empty: give one SQL statement")
     if len(kinds) > 1:
         raise AccessDenied(f"only one statement per call is allowed; found {len(kinds)} statements")
-    start, text = _statement_text(sql, tree)
-    return Statement(kind=kinds[0], text=text, tree=tree, start=start, refs=_references(tree, legacy_server))
+    start, byte_start, text = _statement_text(sql, tree)
+    refs = _references(tree, legacy_server)
+    return Statement(kind=kinds[0], text=text, tree=tree, start=start, refs=refs, byte_start=byte_start)
+
+
+def parse_tree(sql: str) -> str:
+    """libpg_query's JSON of ``sql`` (any number of statements), or PostgreSQL's syntax error."""
+    return _parse_json(sql)
+
+
+def references(tree: str, legacy_server: bool = False) -> References:
+    """Every name the statements of ``tree`` (``parse_tree``) use, as written."""
+    return _references(tree, legacy_server)
 
 
 def lexical_cost(sql: str) -> int:
@@ -206,8 +265,9 @@ def _parse_json(sql: str, timeout_s: float | None = None) -> str:
         raise QueryError(text) from None
 
 
-def _statement_text(sql: str, tree: str) -> tuple[int, str]:
-    """(start, text) of the statement: libpg_query's byte span, without the trailing semicolon.
+def _statement_text(sql: str, tree: str) -> tuple[int, int, str]:
+    """(start, byte start, text) of the statement: libpg_query's byte span, without the
+    trailing semicolon.
 
     The span is the last thing in the tree (RawStmt's fields after its statement), and the only
     node with these keys, so only the tree's tail is searched.
@@ -216,7 +276,7 @@ def _statement_text(sql: str, tree: str) -> tuple[int, str]:
     data = sql.encode()
     start = int(span.get("location", 0))
     length = int(span.get("len", 0)) or len(data) - start
-    return len(data[:start].decode()), data[start : start + length].decode().rstrip()
+    return len(data[:start].decode()), start, data[start : start + length].decode().rstrip()
 
 
 def _qualified(names: list[str]) -> Name:

@@ -27,14 +27,14 @@ import pydantic_core
 from psycopg.rows import tuple_row
 
 from mcp_tenants.errors import InvalidInput
-from mcp_tenants.postgres import guard, reset, rowjson
+from mcp_tenants.postgres import guard, reset, resolve, rowjson
 from mcp_tenants.postgres.catalog import describe_table, list_schemas, list_tables
 from mcp_tenants.postgres.deadline import Deadline
-from mcp_tenants.postgres.policy import CHECK, FunctionPolicy
+from mcp_tenants.postgres.policy import FunctionPolicy
 from mcp_tenants.postgres.reset import reset_connection
-from mcp_tenants.postgres.transactions import begin, queue_begin, transaction
+from mcp_tenants.postgres.transactions import begin, transaction
 from mcp_tenants.postgres.values import bind_params, json_size, text_loaders, to_json
-from mcp_tenants.postgres.wire import AnswerTooLarge, Batch, Params
+from mcp_tenants.postgres.wire import NO_PARAMS, AnswerTooLarge, Batch, Params
 
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT_MS",
@@ -105,7 +105,6 @@ def query(
             lock_timeout_ms=lock_timeout_ms,
             sql=sql,
             offset=-statement.start,
-            policy=policy,
             max_chars=max_bytes // 2,
         ) as where:
             bound = Params(conn, bind_params(params))
@@ -139,25 +138,22 @@ def _describe(
     policy: FunctionPolicy | None,
     limit: int,
 ) -> tuple[list[dict[str, str]], list[int], list[int], list[rowjson.TypeInfo]]:
-    """One round trip: BEGIN, settings, the function check (which raises on a refusal, so that
-    nothing after it runs) and the statement's columns (parsed and described, not run)."""
-    batch = Batch(conn, limit=limit)
-    queue_begin(
-        batch,
-        True,
-        statement_timeout_ms=deadline.remaining_ms(),
+    """One round trip (``resolve``): BEGIN, settings, the statement's columns (parsed and
+    described, not run) and the function check, which raises on a refusal."""
+    results, described = resolve.first_round_trip(
+        conn,
+        statement,
+        policy,
+        bound=bound,
+        deadline=deadline,
         lock_timeout_ms=lock_timeout_ms,
-        server_version=conn.info.server_version,
+        limit=limit,
+        tool="query",
     )
-    if policy is not None and statement.refs:
-        batch.execute(CHECK, policy.check_params(conn, statement.refs))
-    encoding = conn.info.encoding
-    described = batch.describe(statement.text.encode(encoding), bound)
-    results = batch.run()
-    batch.check(results)
-    res = results[described]
+    res = results[described] if described is not None else None
     if res is None or not res.nfields:
         return [], [], [], []
+    encoding = conn.info.encoding
     keys = [(res.ftype(i), res.fmod(i)) for i in range(res.nfields)]
     names = [(res.fname(i) or b"").decode(encoding) for i in range(res.nfields)]
     infos = rowjson.type_infos(conn, keys)
@@ -274,16 +270,18 @@ def explain_query(
 ) -> dict[str, Any]:
     """Return ``plan``: the list EXPLAIN (FORMAT JSON) produces, one entry per statement.
 
-    With ``analyze`` the statement really runs, inside a transaction that is always rolled back
-    (and READ ONLY for a read-only tenant, whose statement passes the function policy like
-    query's), so explaining never changes data. A plan longer than ``max_bytes`` (PostgreSQL
+    ``read_only``: only what ``query`` may run can be explained; otherwise INSERT, UPDATE,
+    DELETE and MERGE too (a read-write tenant, a caller who may write). Those are planned, never
+    run: ``analyze`` would advance sequences and fire triggers that no rollback undoes, so their
+    plan comes without it and ``note`` says so. Everything else passes the function policy like
+    query's (also on read-write tenants: explain_query is a read tool) and, with ``analyze``, runs
+    in a READ ONLY transaction that is rolled back. A plan longer than ``max_bytes`` (PostgreSQL
     prints folded constants in full) is not returned: ``plan`` is then empty, ``truncated`` is
     true, ``plan_start`` holds its first characters when they could be read, and ``note`` says why.
     """
     _positive(statement_timeout_ms=statement_timeout_ms, max_bytes=max_bytes)
-    prefix = "EXPLAIN (FORMAT JSON, ANALYZE) " if analyze else "EXPLAIN (FORMAT JSON) "
     lock_timeout_ms = min(DEFAULT_LOCK_TIMEOUT_MS, statement_timeout_ms)
-    checked = policy if read_only else None
+    result: dict[str, Any] = {}
     with Deadline(conn, statement_timeout_ms) as deadline:
         statement = _parsed(
             deadline,
@@ -291,38 +289,49 @@ def explain_query(
                 sql, read_only=read_only, server_version=conn.info.server_version, timeout_s=timeout_s
             ),
         )
+        write = statement.kind in guard.WRITES
+        if write and analyze:
+            result["note"] = (
+                f"{guard.WRITES[statement.kind]} is explained without ANALYZE: running it would advance sequences "
+                "and fire triggers that rolling back does not undo; measure it with execute"
+            )
+        prefix = "EXPLAIN (FORMAT JSON, ANALYZE) " if analyze and not write else "EXPLAIN (FORMAT JSON) "
+        limit = _answer_limit(max_bytes)
         with transaction(
             conn,
             commit=False,
             deadline=deadline,
             lock_timeout_ms=lock_timeout_ms,
             sql=sql,
-            offset=len(prefix) - statement.start,
-            policy=checked,
-            tool="explain_query",
+            offset=-statement.start,
             max_chars=max_bytes // 2,
-        ):
-            batch = Batch(conn, limit=max_bytes + (64 << 10))
-            queue_begin(
-                batch,
-                True if read_only else None,
-                statement_timeout_ms=deadline.remaining_ms(),
+        ) as where:
+            resolve.first_round_trip(
+                conn,
+                statement,
+                None if write else policy,
+                bound=NO_PARAMS,
+                deadline=deadline,
                 lock_timeout_ms=lock_timeout_ms,
-                server_version=conn.info.server_version,
+                limit=limit,
+                tool="explain_query",
+                read_only=None if write else True,
+                describe=False,
             )
-            if checked is not None and statement.refs:
-                batch.execute(CHECK, checked.check_params(conn, statement.refs))
+            where.offset = len(prefix) - statement.start
+            batch = Batch(conn, limit=limit)
             plan = batch.query((prefix + statement.text).encode(conn.info.encoding))
             try:
                 found = reset.run_and_end(batch)[plan]
             except AnswerTooLarge as exc:
                 if exc.kind != "row":
                     raise
-                return _plan_too_large(exc.length, exc.fields.get("text", ""), max_bytes)
+                return {**_plan_too_large(exc.length, exc.fields.get("text", ""), max_bytes), **result}
             text = found.get_value(0, 0) if found is not None and found.ntuples else None
     if text and len(text) > max_bytes:
-        return _plan_too_large(len(text), text[: 16 << 10].decode(conn.info.encoding, "ignore"), max_bytes)
-    return {"plan": json.loads(text) if text else []}
+        start = text[: 16 << 10].decode(conn.info.encoding, "ignore")
+        return {**_plan_too_large(len(text), start, max_bytes), **result}
+    return {"plan": json.loads(text) if text else [], **result}
 
 
 def _plan_too_large(length: int, start: str, max_bytes: int) -> dict[str, Any]:

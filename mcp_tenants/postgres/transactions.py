@@ -21,7 +21,6 @@ from psycopg import pq
 from mcp_tenants.errors import InvalidInput, TenantUnreachable
 from mcp_tenants.postgres.deadline import Deadline
 from mcp_tenants.postgres.diagnostics import MAX_ERROR_CHARS, answer_too_large, user_error
-from mcp_tenants.postgres.policy import FunctionPolicy
 from mcp_tenants.postgres.wire import AnswerTooLarge, Batch, Named, Params
 
 logger = logging.getLogger(__name__)
@@ -115,14 +114,12 @@ def transaction(
     lock_timeout_ms: int,
     sql: str = "",
     offset: int = 0,
-    policy: FunctionPolicy | None = None,
-    tool: str = "query",
     max_chars: int = MAX_ERROR_CHARS,
 ) -> Iterator[Placement]:
     """The body sends BEGIN (``begin`` or ``begin_statements``); this ends the transaction.
 
     Committed only when ``commit`` and nothing failed, else rolled back. Errors become
-    ``TenantsError``s: the deadline's timeout, the function policy's refusal, PostgreSQL's own
+    ``TenantsError``s: the deadline's timeout, PostgreSQL's own
     message (cut to ``max_chars``) with positions placed in ``sql`` (``offset``: characters the
     tool put before it; the body can move it through the ``Placement`` it gets).
     """
@@ -152,9 +149,6 @@ def transaction(
             raise deadline.error() from exc
         if conn.broken or conn.closed:
             raise TenantUnreachable(_LOST) from exc
-        refusal = policy.refusal(exc.diag.message_primary or "", tool) if policy else None
-        if refusal is not None:
-            raise refusal from None
         raise user_error(
             exc,
             sql=sql,
