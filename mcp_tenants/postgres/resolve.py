@@ -7,12 +7,14 @@ identifiers cut to 63 bytes of the *database* encoding. So the server resolves t
 itself, in the call's first round trip, with nothing of it run::
 
     BEGIN READ WRITE; settings; Parse + Describe of the statement
-    SAVEPOINT mcp_check
     (the view guard: no event trigger fires on CREATE VIEW, the role may create temporary objects)
     CREATE TEMP VIEW mcp_check AS SELECT 1 FROM (<the statement>\\n) AS q
-    the reach check (``reach.EXACT``): what pg_depend records for the view's rule, walked
-    ROLLBACK TO SAVEPOINT mcp_check; RELEASE SAVEPOINT mcp_check
+    the reach check (``reach.check("exact")``): what pg_depend records for the view's rule, walked
     SET TRANSACTION READ ONLY
+
+The view lives until the call's ROLLBACK (the statement cannot read it: it was described before
+the view existed, and a name it cannot resolve is an error). A savepoint rolled back before
+``SET TRANSACTION READ ONLY`` would cost a second transaction id per call for nothing.
 
 The statement's text goes into the view exactly as the parser located it, its ``$n`` replaced
 by typed NULLs (``(NULL::pg_catalog.int8)``; an untyped ``(NULL)`` for a parameter sent as
@@ -89,8 +91,7 @@ GUARD = Named(
     " WHEN NOT pg_catalog.has_database_privilege(pg_catalog.current_database(), 'TEMPORARY')"
     f" THEN {_fail('the role may not create temporary objects')} END",
 )
-_SAVEPOINT = b"SAVEPOINT mcp_check"
-_BACK = (b"ROLLBACK TO SAVEPOINT mcp_check", b"RELEASE SAVEPOINT mcp_check", b"SET TRANSACTION READ ONLY")
+_READ_ONLY = b"SET TRANSACTION READ ONLY"
 _VIEW_HEAD = b"CREATE TEMP VIEW mcp_check AS SELECT 1 FROM (\n"
 _VIEW_TAIL = b"\n) AS q"
 _FATAL = psycopg.pq.ExecStatus.FATAL_ERROR
@@ -184,13 +185,12 @@ def queue(batch: Batch, check: Check, conn: Connection, param_types: Sequence[in
     version = conn.info.server_version
     refs = check.statement.refs
     if check.mode == "exact":
-        check.slots["savepoint"] = batch.query(_SAVEPOINT)
+        check.slots["guard"] = len(batch)  # its prepare, when the connection has not prepared it yet
         batch.execute(GUARD)
         check.slots["view"] = batch.query(view_sql(check.statement, param_types))
         params = check.policy.check_params(conn, refs, kinds="far")
         check.slots["exact"] = batch.execute(reach.check("exact", version), params)
-        for sql in _BACK:
-            batch.query(sql)
+        batch.query(_READ_ONLY)
     if check.mode == "names" or check.also_names:
         params = check.policy.check_params(conn, refs, skip=check.statement.cte_names())
         check.slots["names"] = batch.execute(reach.check("names", version), params)
@@ -202,7 +202,7 @@ def view_failed(conn: Connection, check: Check, results: Sequence[Result | None]
     if check.mode != "exact":
         return False
     failed = next((i for i, res in enumerate(results) if res is not None and res.status == _FATAL), None)
-    if failed is None or not (failed == 0 or check.slots["savepoint"] <= failed <= check.slots["view"]):
+    if failed is None or not (failed == 0 or check.slots["guard"] <= failed <= check.slots["view"]):
         return False  # no error, or the statement's own (Describe) or the check's
     res = results[failed]
     assert res is not None
