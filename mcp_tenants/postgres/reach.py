@@ -95,8 +95,10 @@ implicit(cls, obj) AS (
   UNION ALL SELECT 1255, a.amproc::pg_catalog.oid FROM pg_catalog.pg_amproc a
     JOIN pg_catalog.pg_opfamily f ON f.oid {_EQ} a.amprocfamily JOIN pg_catalog.pg_am m ON m.oid {_EQ} f.opfmethod
     WHERE a.oid {_USER} AND m.amname {_EQ} {_BTREE_HASH}
-  UNION ALL SELECT 2617, o.amopopr FROM pg_catalog.pg_amop o JOIN pg_catalog.pg_am m ON m.oid {_EQ} o.amopmethod
-    WHERE o.oid {_USER} AND m.amname {_EQ} {_BTREE_HASH}),"""
+  UNION ALL SELECT 1255, f.fn FROM pg_catalog.pg_amop o JOIN pg_catalog.pg_am m ON m.oid {_EQ} o.amopmethod
+    JOIN pg_catalog.pg_operator r ON r.oid {_EQ} o.amopopr CROSS JOIN LATERAL (VALUES
+      (r.oprcode::pg_catalog.oid), (r.oprrest::pg_catalog.oid), (r.oprjoin::pg_catalog.oid)) f(fn)
+    WHERE o.oid {_USER} AND m.amname {_EQ} {_BTREE_HASH} AND f.fn OPERATOR(pg_catalog.<>) 0),"""
 
 _STARTS = {
     # pg_depend of the temporary view's rule, PostgreSQL's own functions and relations by name.

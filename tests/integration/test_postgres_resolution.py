@@ -262,3 +262,44 @@ def test_a_checked_statement_consumes_one_transaction_id_and_select_1_none(
         for _ in range(5):
             run("SELECT count(*) FROM codes WHERE n > $1", [0])
         assert next_xid() - before == 5
+
+
+# --- casts a superuser added between PostgreSQL's own types --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def casts(postgres_service: Any) -> Iterator[dict[str, Any]]:
+    """A database where a superuser made numeric -> text and json -> text casts of their own."""
+    name = f"rs_casts_{secrets.token_hex(5)}"
+    postgres_service.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    info = {**postgres_service.conninfo(), "dbname": name}
+    with psycopg.connect(**info, autocommit=True) as conn:
+        conn.execute("""
+            CREATE FUNCTION public.numeric_text(numeric) RETURNS text VOLATILE LANGUAGE plpgsql
+                AS $$BEGIN RAISE NOTICE 'canary'; RETURN pg_catalog.numeric_out($1)::text; END$$;
+            CREATE CAST (numeric AS text) WITH FUNCTION public.numeric_text(numeric);
+            CREATE FUNCTION public.json_text(json) RETURNS text VOLATILE LANGUAGE plpgsql
+                AS $$BEGIN RAISE NOTICE 'canary'; RETURN pg_catalog.textin(pg_catalog.json_out($1)); END$$;
+            CREATE CAST (json AS text) WITH FUNCTION public.json_text(json);
+        """)
+    try:
+        yield info
+    finally:
+        postgres_service.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def test_the_rows_wrapper_takes_no_cast_a_superuser_defined(casts: dict[str, Any]) -> None:
+    notices: list[str] = []
+    with psycopg.connect(**casts, autocommit=True) as conn:
+        conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
+
+        def run(text: str) -> dict[str, Any]:
+            return decoded(tools.query(conn, text, [], max_rows=10, max_bytes=2000, statement_timeout_ms=TIMEOUT_MS))
+
+        # Not checked (nothing to resolve): the wrapper must not go through the casts.
+        assert run("SELECT 1.5, 12345678901234567890.5")["rows"] == [[1.5, "12345678901234567890.5"]]
+        assert run("SELECT 'x'")["rows"] == [["x"]]
+        # Checked: the casts a user created are refused wherever they could be used.
+        with pytest.raises(AccessDenied, match="numeric_text"):
+            run("SELECT 1.5::numeric")
+    assert "canary" not in notices
