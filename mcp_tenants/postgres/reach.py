@@ -256,9 +256,12 @@ views(oid, top) AS (
   SELECT r.oid, pg_catalog.bool_or(r.top) FROM relations r JOIN pg_catalog.pg_class c ON c.oid {_EQ} r.oid
   WHERE c.relkind {_EQ} 'v'::pg_catalog."char" GROUP BY r.oid),
 credential_views(oid) AS (
-  SELECT v.oid FROM views v JOIN pg_catalog.pg_rewrite w ON w.ev_class {_EQ} v.oid
+  -- LATERAL ... OFFSET 0: the rules of the views reached only (by index), never all of pg_rewrite.
+  SELECT v.oid FROM views v CROSS JOIN LATERAL (SELECT w.ev_action FROM pg_catalog.pg_rewrite w
+      WHERE w.ev_class {_EQ} v.oid OFFSET 0) w
     WHERE w.ev_action::pg_catalog.text OPERATOR(pg_catalog.~) ':relid ({"|".join(map(str, CREDENTIAL_CATALOGS))}) '
-  UNION SELECT v.oid FROM views v JOIN pg_catalog.pg_rewrite w ON w.ev_class {_EQ} v.oid
+  UNION SELECT v.oid FROM views v CROSS JOIN LATERAL (SELECT w.ev_action FROM pg_catalog.pg_rewrite w
+      WHERE w.ev_class {_EQ} v.oid OFFSET 0) w
     JOIN credential_views c ON pg_catalog.strpos(w.ev_action::pg_catalog.text,
       pg_catalog.concat(':relid ', c.oid, ' ')) OPERATOR(pg_catalog.>) 0)
 SELECT kind, name, reason, lang, CASE WHEN reason {_EQ} 'body' THEN CASE WHEN lang {_EQ} 'plpgsql'

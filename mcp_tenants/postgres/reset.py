@@ -31,7 +31,7 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
-from mcp_tenants.postgres.wire import NAMES, Batch, Result, set_held
+from mcp_tenants.postgres.wire import NAMES, Batch, Named, Result, set_held
 
 Connection = psycopg.Connection[Any]
 
@@ -49,15 +49,14 @@ STATEMENTS = (
     b"DISCARD SEQUENCES",
 )
 PREPARED = b"SELECT name, from_sql FROM pg_catalog.pg_prepared_statement()"
-#: The extensions whose connections outlive DISCARD ALL, with their schemas, and whether
-#: postgres_fdw can end its connections (postgres_fdw_disconnect_all, PostgreSQL 14 and newer).
-EXTENSIONS = b"""SELECT e.extname, n.nspname, EXISTS (SELECT FROM pg_catalog.pg_depend d
-  JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) d.objid
-  WHERE d.refclassid OPERATOR(pg_catalog.=) 3079 AND d.refobjid OPERATOR(pg_catalog.=) e.oid
-    AND d.classid OPERATOR(pg_catalog.=) 1255
-    AND p.proname OPERATOR(pg_catalog.=) 'postgres_fdw_disconnect_all'::pg_catalog.name)
-FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace
-WHERE e.extname OPERATOR(pg_catalog.=) ANY ('{postgres_fdw,dblink}'::pg_catalog.name[])"""
+#: The extensions whose connections outlive DISCARD ALL, with their schemas and versions
+#: (postgres_fdw ends its connections with postgres_fdw_disconnect_all from version 1.1).
+EXTENSIONS = Named(
+    "mcp_remote_extensions",
+    "SELECT e.extname, n.nspname, e.extversion FROM pg_catalog.pg_extension e"
+    " JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace"
+    " WHERE e.extname OPERATOR(pg_catalog.=) ANY ('{postgres_fdw,dblink}'::pg_catalog.name[])",
+)
 
 # Per connection, the statements that end its connections to other servers (see above); a
 # connection not in it has not been asked yet. One thread uses a connection at a time.
@@ -76,7 +75,7 @@ def queue(batch: Batch) -> tuple[int, int]:
     first = len(batch)
     for sql in (*STATEMENTS, *_remote.get(batch.conn, ())):
         batch.query(sql)
-    batch.query(EXTENSIONS)
+    batch.execute(EXTENSIONS)
     return first, batch.query(PREPARED)
 
 
@@ -84,9 +83,9 @@ def _ends_remote(found: Result | None) -> tuple[bytes, ...]:
     """Statements that end the connections of the extensions ``EXTENSIONS`` found."""
     ends: list[bytes] = []
     for row in range(found.ntuples if found is not None else 0):
-        name, schema, can_disconnect = (found.get_value(row, col) or b"" for col in range(3))  # type: ignore[union-attr]
+        name, schema, version = (found.get_value(row, col) or b"" for col in range(3))  # type: ignore[union-attr]
         quoted = b'"' + schema.replace(b'"', b'""') + b'"'
-        if name == b"postgres_fdw" and can_disconnect == b"t":
+        if name == b"postgres_fdw" and version != b"1.0":
             ends.append(b"SELECT " + quoted + b".postgres_fdw_disconnect_all()")
         elif name == b"dblink":
             named = b"pg_catalog.unnest(" + quoted + b".dblink_get_connections()) AS c"

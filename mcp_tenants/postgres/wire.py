@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import os
 import re
 import socket
 import struct
@@ -86,28 +85,25 @@ class _Budget:
         self.fd = fd
         self.limit = limit
         self.received = 0
-        self._sock: socket.socket | None = None
 
     def before_read(self) -> None:
         waiting = struct.unpack("i", fcntl.ioctl(self.fd, termios.FIONREAD, b"\0\0\0\0"))[0]
         if waiting <= 0:
             return
-        if self._sock is None:
-            self._sock = socket.socket(fileno=os.dup(self.fd))
+        # A socket object over libpq's own descriptor, detached after the peek (never closed).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, self.fd)
         try:
-            chunk = self._sock.recv(min(waiting, self.limit), socket.MSG_PEEK)
+            chunk = sock.recv(min(waiting, self.limit), socket.MSG_PEEK)
         except OSError:
             chunk = b""
+        finally:
+            sock.detach()
         found = self._large_message(chunk)
         if found is not None:
             raise found
         self.received += waiting
         if self.received > self.limit:
             raise AnswerTooLarge(self.limit)
-
-    def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
 
     def _large_message(self, chunk: bytes) -> AnswerTooLarge | None:
         """A header in ``chunk`` of an error, notice or row longer than half the budget."""
@@ -218,6 +214,7 @@ class Batch:
         self.conn = conn
         self.limit = limit  # bytes the answer may have (see the module docstring)
         self._items: list[tuple[str, tuple[Any, ...]]] = []
+        self._preparing: set[str] = set()  # named statements this batch prepares
 
     def __len__(self) -> int:
         return len(self._items)
@@ -229,8 +226,9 @@ class Batch:
 
     def execute(self, statement: Named, params: Params = NO_PARAMS) -> int:
         """Run a named statement of ours, preparing it first if the connection lacks it."""
-        if statement.name not in _held.get(self.conn, ()):
+        if statement.name not in _held.get(self.conn, ()) and statement.name not in self._preparing:
             self._items.append(("prepare", (statement,)))
+            self._preparing.add(statement.name)
         self._items.append(("execute", (statement.name.encode(), params)))
         return len(self._items) - 1
 
@@ -275,8 +273,7 @@ class Batch:
                         logger.warning("round trip interrupted; closing the connection")
                     conn.close()
                 raise
-            finally:
-                budget.close()
+
         for (kind, args), res in zip(self._items, results, strict=True):
             if kind == "prepare" and res is not None and res.status == _COMMAND_OK:
                 _held.setdefault(conn, set()).add(args[0].name)
