@@ -123,7 +123,7 @@ _TRIVIAL_NODES = frozenset({"SelectStmt", "ResTarget", "A_Const", "ParamRef", "L
 _RE_NOT_TRIVIAL = re.compile(
     r'"(?:distinctClause|sortClause|groupClause|havingClause|whereClause|windowClause|withClause|fromClause|larg|rarg)":'
 )
-_RE_NAME_TEXT = re.compile(r'"(?:sval|relname|schemaname|aliasname)":(' + _STR + ")")
+_RE_NAME_TEXT = re.compile(r'"(?:relname|schemaname|aliasname|ctename)":(' + _STR + ")")
 #: An identifier this long (in characters) that is not ASCII may be cut at 63 bytes differently
 #: by the guard's parser (UTF-8) and by a server whose database encoding is another.
 LONG_IDENTIFIER_CHARS = 15
@@ -183,7 +183,8 @@ class Statement:
 
     def long_identifiers(self) -> list[str]:
         """Identifiers that are not ASCII and may be cut differently by a non-UTF-8 server."""
-        names = _decode_all(set(_RE_NAME_TEXT.findall(self.tree))).values()
+        found = set(_RE_NAME_TEXT.findall(self.tree)) | set(_RE_NAME_ITEM.findall(self.tree))  # not string constants
+        names = _decode_all(found).values()
         return sorted(n for n in names if len(n) >= LONG_IDENTIFIER_CHARS and not n.isascii())
 
     @property
