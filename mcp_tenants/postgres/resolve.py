@@ -154,10 +154,12 @@ def first_round_trip(
         if attempt:
             batch.query(b"ROLLBACK")  # the first attempt's transaction, aborted by the view
         namespace = check is not None and check.mode == "exact" and conn not in _with_namespace
-        if namespace:
+        if namespace:  # a transaction of its own, committed (also for a role read-only by default)
+            batch.query(b"BEGIN READ WRITE")
             batch.execute(GUARD)
-            created = batch.query(_NAMESPACE)
-            batch.sync()  # a transaction of its own, committed
+            batch.query(_NAMESPACE)
+            created = batch.query(b"COMMIT")
+            batch.sync()
         if check is not None:
             check.slots["begin"] = len(batch)
         queue_begin(

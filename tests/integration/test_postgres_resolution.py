@@ -182,6 +182,23 @@ def test_system_views_that_mask_credentials_can_be_read(run: Callable[..., Any],
     assert run(statement)["rows"] == [[True]]
 
 
+def test_a_role_read_only_by_default_is_still_checked_through_a_view(
+    database: dict[str, Any], postgres_service: Any
+) -> None:
+    role = sql.Identifier(database["user"])
+    postgres_service.execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(role))
+    try:
+        with psycopg.connect(**database, autocommit=True) as conn:
+            # By names, the volatile text = int would refuse every "="; resolved, only that pair.
+            result = tools.query(
+                conn, "SELECT n FROM codes WHERE n = 1", [], max_rows=5, max_bytes=1000, statement_timeout_ms=TIMEOUT_MS
+            )
+            assert decoded(result)["rows"] == [[1]]
+            assert conn.execute("SHOW transaction_read_only").fetchone() == ("on",)
+    finally:
+        postgres_service.execute(sql.SQL("ALTER ROLE {} RESET default_transaction_read_only").format(role))
+
+
 # --- where no view can be made: the name-based check -----------------------------------------------
 
 
