@@ -251,10 +251,13 @@ judged(kind, oid, name, reason, lang) AS (
       JOIN pg_catalog.pg_language l ON l.oid {_EQ} p.prolang
     WHERE p.oid {_EQ} f.oid OFFSET 0) j(kind, oid, name, reason, lang)
   WHERE j.reason IS NOT NULL),
-relations(oid, top, sub, sys) AS (SELECT DISTINCT obj, top, sub, sys FROM reach WHERE cls {_EQ} 1259),
-views(oid, top) AS (
-  SELECT r.oid, pg_catalog.bool_or(r.top) FROM relations r JOIN pg_catalog.pg_class c ON c.oid {_EQ} r.oid
-  WHERE c.relkind {_EQ} 'v'::pg_catalog."char" GROUP BY r.oid),
+relations(oid, top, sys, kind, nsp, name) AS (
+  SELECT r.obj, r.top, r.sys, c.relkind, c.relnamespace, c.relname
+  FROM (SELECT obj, pg_catalog.bool_or(top) AS top, pg_catalog.bool_and(sys) AS sys FROM reach
+    WHERE cls {_EQ} 1259 GROUP BY obj) r
+  CROSS JOIN LATERAL (SELECT c.relkind, c.relnamespace, c.relname FROM pg_catalog.pg_class c
+    WHERE c.oid {_EQ} r.obj OFFSET 0) c),
+views(oid, top) AS (SELECT oid, top FROM relations WHERE kind {_EQ} 'v'::pg_catalog."char"),
 credential_views(oid) AS (
   -- LATERAL ... OFFSET 0: the rules of the views reached only (by index), never all of pg_rewrite.
   SELECT v.oid FROM views v CROSS JOIN LATERAL (SELECT w.ev_action FROM pg_catalog.pg_rewrite w
@@ -268,15 +271,14 @@ SELECT kind, name, reason, lang, CASE WHEN reason {_EQ} 'body' THEN CASE WHEN la
     THEN pg_catalog.pg_get_functiondef(oid)
     ELSE (SELECT p.prosrc FROM pg_catalog.pg_proc p WHERE p.oid {_EQ} judged.oid) END END
 FROM judged
-UNION ALL SELECT DISTINCT 'r', c.oid::pg_catalog.regclass::pg_catalog.text, CASE
-    WHEN c.oid {_EQ} ANY ('{{{",".join(map(str, CREDENTIAL_CATALOGS))}}}'::pg_catalog.oid[]) THEN 'credentials'
-    WHEN c.relnamespace {_EQ} 11 AND c.relname {_EQ} ANY ($9::pg_catalog.name[]) THEN 'denied'
+UNION ALL SELECT 'r', r.oid::pg_catalog.regclass::pg_catalog.text, CASE
+    WHEN r.oid {_EQ} ANY ('{{{",".join(map(str, CREDENTIAL_CATALOGS))}}}'::pg_catalog.oid[]) THEN 'credentials'
+    WHEN r.nsp {_EQ} 11 AND r.name {_EQ} ANY ($9::pg_catalog.name[]) THEN 'denied'
     ELSE 'foreign' END, NULL, NULL
-  FROM relations r JOIN pg_catalog.pg_class c ON c.oid {_EQ} r.oid
-  WHERE (c.oid {_EQ} ANY ('{{{",".join(map(str, CREDENTIAL_CATALOGS))}}}'::pg_catalog.oid[]) AND NOT r.sys)
-    OR (c.relnamespace {_EQ} 11 AND c.relname {_EQ} ANY ($9::pg_catalog.name[]) AND NOT r.sys)
-    OR (c.relkind {_EQ} 'f'::pg_catalog."char" AND NOT r.sys
-        AND NOT EXISTS (SELECT FROM loopback l WHERE l.ftrelid {_EQ} c.oid))
+  FROM relations r
+  WHERE NOT r.sys AND (r.oid {_EQ} ANY ('{{{",".join(map(str, CREDENTIAL_CATALOGS))}}}'::pg_catalog.oid[])
+    OR (r.nsp {_EQ} 11 AND r.name {_EQ} ANY ($9::pg_catalog.name[]))
+    OR (r.kind {_EQ} 'f'::pg_catalog."char" AND NOT EXISTS (SELECT FROM loopback l WHERE l.ftrelid {_EQ} r.oid)))
 UNION ALL SELECT 'v', v.oid::pg_catalog.regclass::pg_catalog.text, CASE WHEN v.top THEN 'top' ELSE 'inner' END,
     NULL, pg_catalog."left"(pg_catalog.pg_get_viewdef(v.oid), {MAX_DEFINITION_BYTES})
   FROM views v JOIN credential_views c ON c.oid {_EQ} v.oid
