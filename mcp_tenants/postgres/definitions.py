@@ -70,13 +70,7 @@ def _sql_references(texts: Iterable[str], legacy_server: bool) -> References:
                 continue
         else:
             raise Uninspectable("PostgreSQL's parser (libpg_query) cannot read the SQL of its body")
-    return References(
-        functions=frozenset().union(*(r.functions for r in found)),
-        operators=frozenset().union(*(r.operators for r in found)),
-        types=frozenset().union(*(r.types for r in found)),
-        relations=frozenset().union(*(r.relations for r in found)),
-        attributes=frozenset().union(*(r.attributes for r in found)),
-    )
+    return References.union(found)
 
 
 def exposing_views(views: Iterable[tuple[str, str]]) -> set[str]:

@@ -341,10 +341,4 @@ def _body_references(
             ) from None
         except RecursionError:
             raise AccessDenied(f"{name}: its body nests too deeply to inspect") from None
-    return References(
-        functions=frozenset().union(*(r.functions for r in found)),
-        operators=frozenset().union(*(r.operators for r in found)),
-        types=frozenset().union(*(r.types for r in found)),
-        relations=frozenset().union(*(r.relations for r in found)),
-        attributes=frozenset().union(*(r.attributes for r in found)),
-    )
+    return References.union(found)

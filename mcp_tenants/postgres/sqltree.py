@@ -38,6 +38,7 @@ import json
 import queue
 import re
 import threading
+from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -147,6 +148,18 @@ class References:
 
     def __bool__(self) -> bool:
         return bool(self.functions or self.operators or self.types or self.relations or self.attributes)
+
+    @classmethod
+    def union(cls, found: Iterable[References]) -> References:
+        """All the references of ``found`` together."""
+        listed = list(found)
+        return cls(
+            functions=frozenset().union(*(r.functions for r in listed)),
+            operators=frozenset().union(*(r.operators for r in listed)),
+            types=frozenset().union(*(r.types for r in listed)),
+            relations=frozenset().union(*(r.relations for r in listed)),
+            attributes=frozenset().union(*(r.attributes for r in listed)),
+        )
 
 
 @dataclass(frozen=True)
