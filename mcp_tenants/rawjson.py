@@ -41,6 +41,14 @@ class RawJson:
     def __repr__(self) -> str:
         return f"RawJson({len(self.text)} characters)"
 
+    def __eq__(self, other: object) -> bool:
+        """Equal to another ``RawJson`` of the same text, or to the value its text stands for."""
+        if isinstance(other, RawJson):
+            return self.text == other.text
+        return bool(self.decode() == other)
+
+    __hash__ = None  # type: ignore[assignment]  # compares by value, like the list or dict it stands for
+
 
 class Splicer:
     """Serialises objects that may hold ``RawJson`` values, then puts their text in place."""

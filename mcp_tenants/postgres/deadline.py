@@ -5,6 +5,14 @@ A timer thread cancels whatever the connection runs when the deadline passes
 with the timeout and its transaction is rolled back, so no lock outlives it. Each statement
 also gets ``statement_timeout`` = the time left, so the server enforces the deadline on its own
 if the cancel request cannot get through.
+
+PostgreSQL acts on a cancel only when it next checks for interrupts, and some work does not
+check for a long time (one row's target list, ``md5`` of a 100 MB value, constants folded while
+planning). So if the call has not ended ``ABANDON_AFTER_S`` after the cancel, the connection's
+socket is shut down from this side: the call ends at once with the timeout, the pool discards
+the connection, and the server process stops when it next checks for interrupts (its work until
+then is lost, and it still holds a connection slot; a transaction it holds is rolled back when
+it stops, so no lock outlives it either).
 """
 
 from __future__ import annotations
@@ -13,6 +21,8 @@ import contextlib
 import heapq
 import itertools
 import logging
+import os
+import socket
 import threading
 from collections.abc import Callable
 from time import monotonic
@@ -26,6 +36,8 @@ from mcp_tenants.errors import QueryError
 logger = logging.getLogger(__name__)
 
 _CANCEL_TIMEOUT_S = 2.0
+#: Seconds a cancelled call may go on before its connection is abandoned.
+ABANDON_AFTER_S = 1.0
 
 
 class Deadline:
@@ -73,6 +85,25 @@ class Deadline:
             logger.info("deadline of %d ms passed: cancelling the running statement", self.timeout_ms)
             with contextlib.suppress(psycopg.Error):
                 self.conn.cancel_safe(timeout=_CANCEL_TIMEOUT_S)
+            self._entry = _WATCHDOG.schedule(monotonic() + ABANDON_AFTER_S, self._abandon)
+
+    def _abandon(self) -> None:
+        """The cancel was not honoured in time: shut the socket down, so that the call ends now."""
+        with self._lock:
+            if self._over:
+                return
+            logger.warning(
+                "statement still running %.1f s after its cancel (%d ms deadline): abandoning the connection",
+                ABANDON_AFTER_S,
+                self.timeout_ms,
+            )
+            # On a duplicate of the descriptor: the socket is shut down for both, and the
+            # descriptor libpq holds stays valid until psycopg closes it.
+            with (
+                contextlib.suppress(OSError, psycopg.Error),
+                socket.socket(fileno=os.dup(self.conn.pgconn.socket)) as sock,
+            ):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 class _Watchdog:

@@ -1,6 +1,7 @@
 """Turn psycopg errors into this project's errors, with messages a person can act on.
 
-Messages carry PostgreSQL's own primary message, detail and hint, and for errors with a position,
+Messages carry PostgreSQL's own primary message, detail and hint (each cut to a share of the
+result cap: PostgreSQL quotes whole values in them), and for errors with a position,
 the position in the caller's SQL (not in the DECLARE or EXPLAIN wrapper the tools add) with a
 short excerpt pointing at it. They never carry a DSN, a password or a stack trace: connection
 failures get a fixed message, because libpq's text names hosts and users.
@@ -14,10 +15,13 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from mcp_tenants.errors import AccessDenied, QueryError, TenantsError, TenantUnreachable
+from mcp_tenants.postgres.wire import AnswerTooLarge
 
 logger = logging.getLogger(__name__)
 
 _EXCERPT_WIDTH = 60
+#: Default cap of an error's text (the server passes MCP_RESULT_MAX_BYTES).
+MAX_ERROR_CHARS = 1 << 20
 
 
 def user_error(
@@ -27,11 +31,13 @@ def user_error(
     offset: int = 0,
     statement_timeout_ms: int | None = None,
     lock_timeout_ms: int | None = None,
+    max_chars: int = MAX_ERROR_CHARS,
 ) -> TenantsError:
     """Return the ``TenantsError`` to raise for ``exc``.
 
     ``sql`` is the caller's text and ``offset`` the number of characters the tool put in front
-    of it, so that PostgreSQL's position can be reported in the caller's terms.
+    of it, so that PostgreSQL's position can be reported in the caller's terms. The message,
+    detail and hint share ``max_chars``.
     """
     diag = exc.diag
     logger.info("postgres error %s (%s)", diag.sqlstate or "-", type(exc).__name__)
@@ -49,7 +55,7 @@ def user_error(
         )
     if isinstance(exc, pg_errors.ReadOnlySqlTransaction):
         return AccessDenied(
-            f"query is read-only and PostgreSQL refused to change data ({diag.message_primary});"
+            f"query is read-only and PostgreSQL refused to change data ({cut(diag.message_primary or '', 200)});"
             " use execute on a read-write tenant to change data"
         )
     if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) and not diag.sqlstate:
@@ -59,19 +65,36 @@ def user_error(
         return TenantUnreachable("connection to the database was lost; retry")
     if diag.message_primary is None:
         # Raised by psycopg itself (e.g. a parameter it cannot adapt); its text names no secret.
-        return QueryError(str(exc))
-    return QueryError(_describe(diag, sql, offset))
+        return QueryError(cut(str(exc), max_chars))
+    return QueryError(_describe(diag, sql, offset, max_chars))
 
 
-def _describe(diag: psycopg.errors.Diagnostic, sql: str, offset: int) -> str:
-    parts = [diag.message_primary or "PostgreSQL reported an error"]
+def answer_too_large(exc: AnswerTooLarge) -> QueryError:
+    """The error of a call whose answer from PostgreSQL passed the round trip's budget."""
+    closed = "more than the call may receive (MCP_RESULT_MAX_BYTES); the connection was closed"
+    if exc.kind in ("error", "notice"):
+        what = "error" if exc.kind == "error" else "notice (a function of the statement raised it)"
+        text = cut(exc.fields.get("M", ""), 1000) or "(its text could not be read)"
+        return QueryError(f"{text}\nPostgreSQL's {what} is {exc.length:,} bytes long, {closed}")
+    return QueryError(f"PostgreSQL's answer was larger than {exc.limit:,} bytes, {closed}")
+
+
+def cut(text: str, limit: int) -> str:
+    """``text``, or its first ``limit`` characters and a note that it was cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... (cut: {len(text):,} characters in all)"
+
+
+def _describe(diag: psycopg.errors.Diagnostic, sql: str, offset: int, max_chars: int) -> str:
+    parts = [cut(diag.message_primary or "PostgreSQL reported an error", max(max_chars // 2, 200))]
     position = _position(diag.statement_position, offset, len(sql))
     if position is not None:
         parts[0] += f" (at position {position})\n{excerpt(sql, position)}"
     if diag.message_detail:
-        parts.append(f"Detail: {diag.message_detail}")
+        parts.append(f"Detail: {cut(diag.message_detail, max(max_chars // 4, 200))}")
     if diag.message_hint:
-        parts.append(f"Hint: {diag.message_hint}")
+        parts.append(f"Hint: {cut(diag.message_hint, max(max_chars // 8, 200))}")
     return "\n".join(parts)
 
 

@@ -24,7 +24,9 @@ from __future__ import annotations
 import logging
 
 from mcp_tenants.errors import AccessDenied, InvalidInput
-from mcp_tenants.postgres.sqltree import OLDEST_SERVER, PARSER_VERSION, Statement, parse_one
+from mcp_tenants.postgres.sqltree import OLDEST_SERVER, PARSER_VERSION, ParseTimeout, Statement, parse_one
+
+__all__ = ["ParseTimeout", "Statement", "check_execute", "check_explain", "check_query", "check_server"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +35,9 @@ _READ_ONLY_HINT = (
     "use execute on a read-write tenant to change data"
 )
 #: Statements a read-write tenant may also explain (``analyze`` is rolled back).
-_WRITES = {"InsertStmt": "INSERT", "UpdateStmt": "UPDATE", "DeleteStmt": "DELETE", "MergeStmt": "MERGE"}
+WRITES = {"InsertStmt": "INSERT", "UpdateStmt": "UPDATE", "DeleteStmt": "DELETE", "MergeStmt": "MERGE"}
 _NAMES = {
-    **_WRITES,
+    **WRITES,
     "ExplainStmt": "EXPLAIN",
     "VariableShowStmt": "SHOW",
     "VariableSetStmt": "SET",
@@ -66,25 +68,28 @@ def check_server(server_version: int) -> bool:
     return server_version < PARSER_VERSION
 
 
-def check_query(sql: str, *, server_version: int = PARSER_VERSION) -> Statement:
+def check_query(sql: str, *, server_version: int = PARSER_VERSION, timeout_s: float | None = None) -> Statement:
     """Parse ``sql`` and refuse it unless it is one read-only statement ``query`` may run.
 
     Raises ``QueryError`` (PostgreSQL's syntax error, with position), ``AccessDenied`` (what was
-    refused and why) or ``InvalidInput`` (no statement at all).
+    refused and why), ``InvalidInput`` (no statement at all, or text too costly to scan) or
+    ``ParseTimeout`` (the parser took longer than ``timeout_s``).
     """
-    statement = parse_one(sql, legacy_server=check_server(server_version))
+    statement = parse_one(sql, legacy_server=check_server(server_version), timeout_s=timeout_s)
     _require_read(statement, _READ_ONLY_HINT)
     return statement
 
 
-def check_explain(sql: str, *, read_only: bool, server_version: int = PARSER_VERSION) -> Statement:
+def check_explain(
+    sql: str, *, read_only: bool, server_version: int = PARSER_VERSION, timeout_s: float | None = None
+) -> Statement:
     """Refuse ``sql`` unless ``explain_query`` may explain it for this tenant.
 
     A read-only tenant may explain what ``query`` may run; a read-write tenant may also explain
     INSERT, UPDATE, DELETE and MERGE (``analyze`` runs them in a transaction that is rolled back).
     """
-    statement = parse_one(sql, legacy_server=check_server(server_version))
-    if read_only or statement.kind not in _WRITES:
+    statement = parse_one(sql, legacy_server=check_server(server_version), timeout_s=timeout_s)
+    if read_only or statement.kind not in WRITES:
         _require_read(
             statement,
             "explain_query explains one SELECT, WITH, VALUES or TABLE statement"

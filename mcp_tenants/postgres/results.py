@@ -86,3 +86,6 @@ class TablesResult(TypedDict):
 
 class PlanResult(TypedDict):
     plan: Any
+    truncated: NotRequired[bool]
+    note: NotRequired[str]
+    plan_start: NotRequired[str]

@@ -19,7 +19,11 @@ the row's ``cut`` column. So one call never holds much more than its budget, how
 values: a 100 MB value costs the server's memory, never ours.
 
 Every function and operator in the wrapper is qualified with ``pg_catalog``: the tenant's
-search_path must not change what the wrapper runs.
+search_path must not change what the wrapper runs. Values of the types a statement that is not
+checked can return (constants: integer, bigint, numeric, text, boolean) and the rows' JSON are
+turned into text by output functions called by name, never by a cast, which a superuser could
+have defined (``CREATE CAST (numeric AS text) WITH FUNCTION ...``); casts of other types go
+through the check, which looks at every cast a user created (``reach``).
 """
 
 from __future__ import annotations
@@ -92,7 +96,7 @@ def _scalar(x: str, oid: int, *, bare: bool = False) -> str:
     ``bare``: the value may stay as it is, because the caller converts it (json_build_array).
     """
     exact = f"{_JSON}({x})"
-    as_string = f"{_JSON}({x}::pg_catalog.text)"
+    as_string = f"{_JSON}({_text(x, oid)})"
     if oid == INT8:
         in_range = f"pg_catalog.int8le({x}, {_MAX_EXACT}) AND pg_catalog.int8ge({x}, -{_MAX_EXACT})"
         return f"CASE WHEN {in_range} THEN {exact} ELSE {as_string} END"
@@ -100,11 +104,30 @@ def _scalar(x: str, oid: int, *, bare: bool = False) -> str:
         return (
             f"CASE WHEN pg_catalog.numeric_eq({x}, 0) OR (pg_catalog.numeric_le(pg_catalog.abs({x}), 1e300)"
             f" AND pg_catalog.numeric_ge(pg_catalog.abs({x}), 1e-300) AND pg_catalog.numeric_eq("
-            f"{x}::pg_catalog.float8::pg_catalog.text::pg_catalog.numeric, {x})) THEN {exact} ELSE {as_string} END"
+            f"pg_catalog.numeric_in(pg_catalog.float8out(pg_catalog.float8({x})), '0', -1), {x}))"
+            f" THEN {exact} ELSE {as_string} END"
         )
     if oid == BYTEA:
         return f"{_JSON}({_base64(x)})"
     return x if bare else exact
+
+
+# Output functions of the types whose text the wrapper takes without a cast (see the docstring).
+_OUTPUT = {INT8: "pg_catalog.int8out", NUMERIC: "pg_catalog.numeric_out", 23: "pg_catalog.int4out"}
+
+
+def _text(x: str, oid: int) -> str:
+    """The text of value ``x`` of type ``oid``."""
+    if oid in (25, 1043):  # text, varchar: text already
+        return f"{x}::pg_catalog.text"
+    if oid in _OUTPUT:
+        return f"pg_catalog.textin({_OUTPUT[oid]}({x}))"
+    return f"{x}::pg_catalog.text"
+
+
+def _json_text(x: str) -> str:
+    """The text of json ``x``."""
+    return f"pg_catalog.textin(pg_catalog.json_out({x}))"
 
 
 def _base64(x: str) -> str:
@@ -195,14 +218,14 @@ def _cut(x: str, oid: int, chars: int) -> str:
     """The first ``chars`` characters of the value's text (of a bytea: base64 of its first bytes)."""
     if oid == BYTEA:
         return _base64(f"pg_catalog.substr({x}, 1, {chars * 3 // 4:d})")
-    return f'pg_catalog."left"({x}::pg_catalog.text, {chars:d})'
+    return f'pg_catalog."left"({_text(x, oid)}, {chars:d})'
 
 
 def _array(items: list[str]) -> str:
     """A JSON array (text) of json expressions; json_build_array takes at most 100 arguments."""
     if len(items) <= 100:
-        return f"pg_catalog.json_build_array({', '.join(items)})::pg_catalog.text"
-    texts = ", ".join(f"coalesce({_JSON}({item})::pg_catalog.text, 'null')" for item in items)
+        return _json_text(f"pg_catalog.json_build_array({', '.join(items)})")
+    texts = ", ".join(f"coalesce({_json_text(f'{_JSON}({item})')}, 'null')" for item in items)
     return f"pg_catalog.concat('[', pg_catalog.array_to_string(ARRAY[{texts}]::pg_catalog.text[], ','), ']')"
 
 
@@ -258,7 +281,7 @@ def wrap(
         else:
             j = f"v.j{i}"
             measured.append(f"{value_json(c, oid, info)} AS j{i}")
-            long = f"pg_catalog.int4gt(pg_catalog.octet_length({j}::pg_catalog.text), {cap:d})"
+            long = f"pg_catalog.int4gt(pg_catalog.octet_length({_json_text(j)}), {cap:d})"
             values.append(f"CASE WHEN {long} THEN {_JSON}({_cut(c, oid, cap // 2)}) ELSE {j} END")
             checks.append(long)
     flagged = [(i, check) for i, check in enumerate(checks) if check]

@@ -169,6 +169,7 @@ def add_tools(app: TenantServer, manager: TenantManager[PostgresTenant, Any]) ->
                 read_only=not (config.writable and app.caller_may("write")),
                 statement_timeout_ms=settings.statement_timeout_ms,
                 policy=policy,
+                max_bytes=settings.result_max_bytes,
             )
 
 

@@ -21,6 +21,15 @@ that machine-written JSON and are found with regular expressions over it. No Pyt
 follows the input's depth, and a key can never be faked from inside a string literal, because a
 JSON string cannot contain an unescaped quote. The C parser itself recurses on deep trees, so
 large statements are parsed on a thread with a large stack.
+
+What the parser costs. PostgreSQL's scanner (libpg_query's, and the server's own, which reads
+the same text again) is quadratic on long runs of operator characters: it matches a whole run,
+then gives back all but one character and matches the rest again (``1 ++++...+``, nested
+``/*/*...*/*/``). A 40 KB run costs two seconds of CPU, 1 MB would cost half an hour, in the
+parser and again in the server, where no timeout interrupts it. ``lexical_cost`` bounds that
+work in one linear pass before anything else reads the text: the sum of the squares of the
+runs' lengths, counted wherever they are (a run inside a string literal counts too, so the
+bound can only refuse, never admit).
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import json
 import queue
 import re
 import threading
+from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -47,6 +57,11 @@ OLDEST_SERVER = 130_000
 # thread stack holds; longer ones are parsed on a thread whose stack holds 1 MB of nesting.
 _INLINE_CHARS = 4_000
 _PARSER_STACK_BYTES = 256 << 20
+#: The scanner's worst case, as the sum of the squares of the operator-character runs' lengths:
+#: about 40 ms of scanning on this machine, far beyond any statement a person or a tool writes
+#: (a run of 3,000 characters, or 1,000 runs of 100).
+MAX_LEXICAL_COST = 10_000_000
+_OPERATOR_RUN = re.compile(r"[~!@#^&|`?+\-*/%<>=]{2,}")
 
 Name = tuple[str | None, str]  # (schema or None, name)
 
@@ -91,8 +106,33 @@ _RE_CTE = re.compile(r'"ctequery":\{"(\w+)":')
 _RE_STMT = re.compile(r'\{"stmt":\{"(\w+)":')
 _RE_STMT_SPAN = re.compile(r'"stmt_(location|len)":(\d+)')
 _SPAN_TAIL = 128  # '},"stmt_location":N,"stmt_len":N}]}' with room to spare
-_IMPLIED_EQUALS = ('"CaseExpr":{"arg":', '"isNatural":true', '"usingClause":[')
+# Constructs that compare with "=" without naming it: CASE x WHEN, NATURAL JOIN, JOIN USING,
+# x IN (subquery) and x op ALL/ANY (subquery) (the name-based check adds "=" for them).
+_IMPLIED_EQUALS = (
+    '"CaseExpr":{"arg":',
+    '"isNatural":true',
+    '"usingClause":[',
+    '"subLinkType":"ANY_SUBLINK"',
+    '"subLinkType":"ALL_SUBLINK"',
+)
+_RE_NODE = re.compile(r'"([A-Z][A-Za-z_]*)":\{')
+_RE_PARAM = re.compile(r'"ParamRef":\{"number":(\d+),"location":(\d+)')
+_RE_CTE_NAME = re.compile(r'"ctename":(' + _STR + ")")
+# A statement built of these alone (constants, parameters, a target list or VALUES, LIMIT)
+# reaches nothing PostgreSQL resolves in the catalog: no name, no operator, no sort.
+_TRIVIAL_NODES = frozenset({"SelectStmt", "ResTarget", "A_Const", "ParamRef", "List"})
+_RE_NOT_TRIVIAL = re.compile(
+    r'"(?:distinctClause|sortClause|groupClause|havingClause|whereClause|windowClause|withClause|fromClause|larg|rarg)":'
+)
+_RE_NAME_TEXT = re.compile(r'"(?:relname|schemaname|aliasname|ctename)":(' + _STR + ")")
+#: An identifier this long (in characters) that is not ASCII may be cut at 63 bytes differently
+#: by the guard's parser (UTF-8) and by a server whose database encoding is another.
+LONG_IDENTIFIER_CHARS = 15
 _BETWEEN_OPERATORS = (">=", "<=", "<", ">")
+
+
+class ParseTimeout(Exception):
+    """The parser did not answer within the call's deadline."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +149,18 @@ class References:
     def __bool__(self) -> bool:
         return bool(self.functions or self.operators or self.types or self.relations or self.attributes)
 
+    @classmethod
+    def union(cls, found: Iterable[References]) -> References:
+        """All the references of ``found`` together."""
+        listed = list(found)
+        return cls(
+            functions=frozenset().union(*(r.functions for r in listed)),
+            operators=frozenset().union(*(r.operators for r in listed)),
+            types=frozenset().union(*(r.types for r in listed)),
+            relations=frozenset().union(*(r.relations for r in listed)),
+            attributes=frozenset().union(*(r.attributes for r in listed)),
+        )
+
 
 @dataclass(frozen=True)
 class Statement:
@@ -119,6 +171,34 @@ class Statement:
     tree: str = field(repr=False)  # libpg_query's JSON
     start: int = 0  # where ``text`` starts in the caller's SQL (characters)
     refs: References = References()
+    byte_start: int = 0  # where ``text`` starts in the caller's SQL, in UTF-8 bytes
+
+    @property
+    def trivial(self) -> bool:
+        """True when the statement reaches nothing in the catalog (``SELECT 1``, ``VALUES ($1)``)."""
+        return set(_RE_NODE.findall(self.tree)) <= _TRIVIAL_NODES and not _RE_NOT_TRIVIAL.search(self.tree)
+
+    def parameters(self) -> list[tuple[int, int, int]]:
+        """(number, start, end) of every ``$n`` in ``text``, as UTF-8 byte offsets, in order."""
+        data = self.text.encode()
+        found = []
+        for number, location in _RE_PARAM.findall(self.tree):
+            at = int(location) - self.byte_start
+            end = at + 1
+            while end < len(data) and data[end : end + 1].isdigit():
+                end += 1
+            found.append((int(number), at, end))
+        return sorted(found, key=lambda item: item[1])
+
+    def cte_names(self) -> set[str]:
+        """Names of the statement's CTEs (a reference to one is no relation in the catalog)."""
+        return set(_decode_all(set(_RE_CTE_NAME.findall(self.tree))).values())
+
+    def long_identifiers(self) -> list[str]:
+        """Identifiers that are not ASCII and may be cut differently by a non-UTF-8 server."""
+        found = set(_RE_NAME_TEXT.findall(self.tree)) | set(_RE_NAME_ITEM.findall(self.tree))  # not string constants
+        names = _decode_all(found).values()
+        return sorted(n for n in names if len(n) >= LONG_IDENTIFIER_CHARS and not n.isascii())
 
     @property
     def has_into(self) -> bool:
@@ -142,28 +222,53 @@ class Statement:
         return found.group(1) if found else ""
 
 
-def parse_one(sql: str, *, legacy_server: bool = False) -> Statement:
+def parse_one(sql: str, *, legacy_server: bool = False, timeout_s: float | None = None) -> Statement:
     """Parse ``sql`` as exactly one statement, or raise with PostgreSQL's own message.
 
     ``legacy_server``: the server is older than the parser (see the module docstring).
+    ``timeout_s``: give up waiting for the parser after this long (``ParseTimeout``).
     """
-    tree = _parse_json(sql)
+    tree = _parse_json(sql, timeout_s)
     kinds = _RE_STMT.findall(tree)
     if not kinds:
         raise InvalidInput("sql is empty: give one SQL statement")
     if len(kinds) > 1:
         raise AccessDenied(f"only one statement per call is allowed; found {len(kinds)} statements")
-    start, text = _statement_text(sql, tree)
-    return Statement(kind=kinds[0], text=text, tree=tree, start=start, refs=_references(tree, legacy_server))
+    start, byte_start, text = _statement_text(sql, tree)
+    refs = _references(tree, legacy_server)
+    return Statement(kind=kinds[0], text=text, tree=tree, start=start, refs=refs, byte_start=byte_start)
 
 
-def _parse_json(sql: str) -> str:
+def parse_tree(sql: str) -> str:
+    """libpg_query's JSON of ``sql`` (any number of statements), or PostgreSQL's syntax error."""
+    return _parse_json(sql)
+
+
+def references(tree: str, legacy_server: bool = False) -> References:
+    """Every name the statements of ``tree`` (``parse_tree``) use, as written."""
+    return _references(tree, legacy_server)
+
+
+def lexical_cost(sql: str) -> int:
+    """An upper bound of the scanner's extra work on ``sql`` (see the module docstring)."""
+    return sum(len(run) ** 2 for run in _OPERATOR_RUN.findall(sql))
+
+
+def _parse_json(sql: str, timeout_s: float | None = None) -> str:
     if "\x00" in sql:
         raise InvalidInput("sql contains a NUL character, which PostgreSQL does not accept")
+    cost = lexical_cost(sql)
+    if cost > MAX_LEXICAL_COST:
+        longest = max(len(run) for run in _OPERATOR_RUN.findall(sql))
+        raise InvalidInput(
+            f"sql has runs of operator characters (+-*/<>=~!@#%^&|`?) too long to scan in bounded time "
+            f"(the longest has {longest} characters; comments nested thousands deep count too): "
+            "shorten them or separate the operators with spaces"
+        )
     try:
         if len(sql) <= _INLINE_CHARS:
             return str(pg_parser.parse_sql_json(sql))
-        return _BigStackParser.parse(sql)
+        return _BigStackParser.parse(sql, timeout_s)
     except pg_parser.ParseError as exc:
         message, index = (*exc.args, None)[:2] if exc.args else ("syntax error", None)
         text = str(message)
@@ -174,8 +279,9 @@ def _parse_json(sql: str) -> str:
         raise QueryError(text) from None
 
 
-def _statement_text(sql: str, tree: str) -> tuple[int, str]:
-    """(start, text) of the statement: libpg_query's byte span, without the trailing semicolon.
+def _statement_text(sql: str, tree: str) -> tuple[int, int, str]:
+    """(start, byte start, text) of the statement: libpg_query's byte span, without the
+    trailing semicolon.
 
     The span is the last thing in the tree (RawStmt's fields after its statement), and the only
     node with these keys, so only the tree's tail is searched.
@@ -184,7 +290,7 @@ def _statement_text(sql: str, tree: str) -> tuple[int, str]:
     data = sql.encode()
     start = int(span.get("location", 0))
     length = int(span.get("len", 0)) or len(data) - start
-    return len(data[:start].decode()), data[start : start + length].decode().rstrip()
+    return len(data[:start].decode()), start, data[start : start + length].decode().rstrip()
 
 
 def _qualified(names: list[str]) -> Name:
@@ -255,10 +361,14 @@ class _BigStackParser:
     THREADS = 2
 
     @classmethod
-    def parse(cls, sql: str) -> str:
+    def parse(cls, sql: str, timeout_s: float | None = None) -> str:
         done: Future[str] = Future()
         cls._queue().put((sql, done))
-        return done.result()
+        try:
+            return done.result(timeout_s)
+        except TimeoutError:
+            done.cancel()  # still queued: never parsed; already running: its thread finishes it
+            raise ParseTimeout("the parser did not finish in time") from None
 
     @classmethod
     def _queue(cls) -> queue.SimpleQueue[tuple[str, Future[str]]]:
@@ -278,6 +388,8 @@ class _BigStackParser:
     def _work(jobs: queue.SimpleQueue[tuple[str, Future[str]]]) -> None:
         while True:
             sql, done = jobs.get()
+            if not done.set_running_or_notify_cancel():
+                continue  # its caller gave up before it was parsed
             try:
                 done.set_result(str(pg_parser.parse_sql_json(sql)))
             except BaseException as exc:  # handed to the caller, who raises it

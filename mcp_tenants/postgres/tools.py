@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -27,14 +27,14 @@ import pydantic_core
 from psycopg.rows import tuple_row
 
 from mcp_tenants.errors import InvalidInput
-from mcp_tenants.postgres import guard, reset, rowjson
+from mcp_tenants.postgres import guard, reset, resolve, rowjson
 from mcp_tenants.postgres.catalog import describe_table, list_schemas, list_tables
 from mcp_tenants.postgres.deadline import Deadline
-from mcp_tenants.postgres.policy import CHECK, FunctionPolicy
+from mcp_tenants.postgres.policy import FunctionPolicy
 from mcp_tenants.postgres.reset import reset_connection
-from mcp_tenants.postgres.transactions import begin, queue_begin, transaction
+from mcp_tenants.postgres.transactions import begin, transaction
 from mcp_tenants.postgres.values import bind_params, json_size, text_loaders, to_json
-from mcp_tenants.postgres.wire import Batch, Params
+from mcp_tenants.postgres.wire import NO_PARAMS, AnswerTooLarge, Batch, Params
 
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT_MS",
@@ -92,9 +92,12 @@ def query(
     """
     _positive(max_rows=max_rows, max_bytes=max_bytes, statement_timeout_ms=statement_timeout_ms)
     _positive(lock_timeout_ms=lock_timeout_ms)
-    statement = guard.check_query(sql, server_version=conn.info.server_version)
     encoding = conn.info.encoding
     with Deadline(conn, statement_timeout_ms) as deadline:
+        statement = _parsed(
+            deadline,
+            lambda timeout_s: guard.check_query(sql, server_version=conn.info.server_version, timeout_s=timeout_s),
+        )
         with transaction(
             conn,
             commit=False,
@@ -102,17 +105,17 @@ def query(
             lock_timeout_ms=lock_timeout_ms,
             sql=sql,
             offset=-statement.start,
-            policy=policy,
+            max_chars=max_bytes // 2,
         ) as where:
             bound = Params(conn, bind_params(params))
-            columns, oids, mods, infos = _describe(conn, statement, bound, deadline, lock_timeout_ms, policy)
+            limit = _answer_limit(max_bytes)
+            columns, oids, mods, infos = _describe(conn, statement, bound, deadline, lock_timeout_ms, policy, limit)
             shell = {"columns": columns, "rows": [], "row_count": max_rows, "truncated": True}
             envelope = len(pydantic_core.to_json(shell))  # UTF-8 bytes of the result without its rows
             budget = max_bytes - envelope - 16 * len(oids) - 32
-            limit = max_rows + 1
-            wrapped, at = rowjson.wrap(statement.text, oids, mods, infos, limit=limit, budget=budget)
+            wrapped, at = rowjson.wrap(statement.text, oids, mods, infos, limit=max_rows + 1, budget=budget)
             where.offset = at - statement.start
-            texts, cut, full = _fetch_rows(conn, wrapped.encode(encoding), bound, limit, deadline)
+            texts, cut, full = _fetch_rows(conn, wrapped.encode(encoding), bound, max_rows + 1, deadline, limit)
         truncated = full or len(texts) > max_rows or bool(cut)
     del texts[max_rows:]
     result: dict[str, Any] = {
@@ -133,26 +136,24 @@ def _describe(
     deadline: Deadline,
     lock_timeout_ms: int,
     policy: FunctionPolicy | None,
+    limit: int,
 ) -> tuple[list[dict[str, str]], list[int], list[int], list[rowjson.TypeInfo]]:
-    """One round trip: BEGIN, settings, the function check (which raises on a refusal, so that
-    nothing after it runs) and the statement's columns (parsed and described, not run)."""
-    batch = Batch(conn)
-    queue_begin(
-        batch,
-        True,
-        statement_timeout_ms=deadline.remaining_ms(),
+    """One round trip (``resolve``): BEGIN, settings, the statement's columns (parsed and
+    described, not run) and the function check, which raises on a refusal."""
+    results, described = resolve.first_round_trip(
+        conn,
+        statement,
+        policy,
+        bound=bound,
+        deadline=deadline,
         lock_timeout_ms=lock_timeout_ms,
-        server_version=conn.info.server_version,
+        limit=limit,
+        tool="query",
     )
-    if policy is not None and statement.refs:
-        batch.execute(CHECK, policy.check_params(conn, statement.refs))
-    encoding = conn.info.encoding
-    described = batch.describe(statement.text.encode(encoding), bound)
-    results = batch.run()
-    batch.check(results)
-    res = results[described]
+    res = results[described] if described is not None else None
     if res is None or not res.nfields:
         return [], [], [], []
+    encoding = conn.info.encoding
     keys = [(res.ftype(i), res.fmod(i)) for i in range(res.nfields)]
     names = [(res.fname(i) or b"").decode(encoding) for i in range(res.nfields)]
     infos = rowjson.type_infos(conn, keys)
@@ -161,12 +162,12 @@ def _describe(
 
 
 def _fetch_rows(
-    conn: Connection, wrapped: bytes, bound: Params, limit: int, deadline: Deadline
+    conn: Connection, wrapped: bytes, bound: Params, limit: int, deadline: Deadline, answer_limit: int
 ) -> tuple[list[bytes], list[list[int]], bool]:
     """Rows of the wrapped statement: in one round trip with ROLLBACK and the reset, or, for
     more than ``_ONE_SHOT_ROWS``, through a cursor in batches. Marks the connection clean when
-    the reset went through."""
-    batch = Batch(conn)
+    the reset went through. ``answer_limit``: bytes each round trip may receive."""
+    batch = Batch(conn, limit=answer_limit)
     if limit <= _ONE_SHOT_ROWS:
         rows = batch.query(wrapped, bound)
         return rowjson.collect(reset.run_and_end(batch)[rows], 0)
@@ -183,8 +184,8 @@ def _fetch_rows(
         if full or len(got) < _BATCH_ROWS or len(texts) >= limit:
             break
         deadline.remaining_ms()
-        batch = Batch(conn)
-    reset.run_and_end(Batch(conn))
+        batch = Batch(conn, limit=answer_limit)
+    reset.run_and_end(Batch(conn, limit=answer_limit))
     return texts, cut, full
 
 
@@ -265,45 +266,103 @@ def explain_query(
     read_only: bool,
     statement_timeout_ms: int,
     policy: FunctionPolicy | None = DEFAULT_POLICY,
+    max_bytes: int = 1 << 20,
 ) -> dict[str, Any]:
     """Return ``plan``: the list EXPLAIN (FORMAT JSON) produces, one entry per statement.
 
-    With ``analyze`` the statement really runs, inside a transaction that is always rolled back
-    (and READ ONLY for a read-only tenant, whose statement passes the function policy like
-    query's), so explaining never changes data.
+    ``read_only``: only what ``query`` may run can be explained; otherwise INSERT, UPDATE,
+    DELETE and MERGE too (a read-write tenant, a caller who may write). Those are planned, never
+    run: ``analyze`` would advance sequences and fire triggers that no rollback undoes, so their
+    plan comes without it and ``note`` says so. Everything else passes the function policy like
+    query's (also on read-write tenants: explain_query is a read tool) and, with ``analyze``, runs
+    in a READ ONLY transaction that is rolled back. A plan longer than ``max_bytes`` (PostgreSQL
+    prints folded constants in full) is not returned: ``plan`` is then empty, ``truncated`` is
+    true, ``plan_start`` holds its first characters when they could be read, and ``note`` says why.
     """
-    _positive(statement_timeout_ms=statement_timeout_ms)
-    statement = guard.check_explain(sql, read_only=read_only, server_version=conn.info.server_version)
-    prefix = "EXPLAIN (FORMAT JSON, ANALYZE) " if analyze else "EXPLAIN (FORMAT JSON) "
+    _positive(statement_timeout_ms=statement_timeout_ms, max_bytes=max_bytes)
     lock_timeout_ms = min(DEFAULT_LOCK_TIMEOUT_MS, statement_timeout_ms)
-    checked = policy if read_only else None
-    with (
-        Deadline(conn, statement_timeout_ms) as deadline,
-        transaction(
+    result: dict[str, Any] = {}
+    with Deadline(conn, statement_timeout_ms) as deadline:
+        statement = _parsed(
+            deadline,
+            lambda timeout_s: guard.check_explain(
+                sql, read_only=read_only, server_version=conn.info.server_version, timeout_s=timeout_s
+            ),
+        )
+        write = statement.kind in guard.WRITES
+        if write and analyze:
+            result["note"] = (
+                f"{guard.WRITES[statement.kind]} is explained without ANALYZE: running it would advance sequences "
+                "and fire triggers that rolling back does not undo; measure it with execute"
+            )
+        prefix = "EXPLAIN (FORMAT JSON, ANALYZE) " if analyze and not write else "EXPLAIN (FORMAT JSON) "
+        limit = _answer_limit(max_bytes)
+        with transaction(
             conn,
             commit=False,
             deadline=deadline,
             lock_timeout_ms=lock_timeout_ms,
             sql=sql,
-            offset=len(prefix) - statement.start,
-            policy=checked,
-            tool="explain_query",
+            offset=-statement.start,
+            max_chars=max_bytes // 2,
+        ) as where:
+            resolve.first_round_trip(
+                conn,
+                statement,
+                None if write else policy,
+                bound=NO_PARAMS,
+                deadline=deadline,
+                lock_timeout_ms=lock_timeout_ms,
+                limit=limit,
+                tool="explain_query",
+                read_only=None if write else True,
+                describe=False,
+            )
+            where.offset = len(prefix) - statement.start
+            batch = Batch(conn, limit=limit)
+            plan = batch.query((prefix + statement.text).encode(conn.info.encoding))
+            try:
+                found = reset.run_and_end(batch)[plan]
+            except AnswerTooLarge as exc:
+                if exc.kind != "row":
+                    raise
+                return {**_plan_too_large(exc.length, exc.fields.get("text", ""), max_bytes), **result}
+            text = found.get_value(0, 0) if found is not None and found.ntuples else None
+    if text and len(text) > max_bytes:
+        start = text[: 16 << 10].decode(conn.info.encoding, "ignore")
+        return {**_plan_too_large(len(text), start, max_bytes), **result}
+    return {"plan": json.loads(text) if text else [], **result}
+
+
+def _plan_too_large(length: int, start: str, max_bytes: int) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "plan": [],
+        "truncated": True,
+        "note": (
+            f"the plan is {length:,} bytes, more than the result cap of {max_bytes:,} bytes "
+            "(MCP_RESULT_MAX_BYTES): PostgreSQL prints folded constants and every node in full; "
+            "explain a smaller statement or one without large literals"
         ),
-    ):
-        batch = Batch(conn)
-        queue_begin(
-            batch,
-            True if read_only else None,
-            statement_timeout_ms=deadline.remaining_ms(),
-            lock_timeout_ms=lock_timeout_ms,
-            server_version=conn.info.server_version,
-        )
-        if checked is not None and statement.refs:
-            batch.execute(CHECK, checked.check_params(conn, statement.refs))
-        plan = batch.query((prefix + statement.text).encode(conn.info.encoding))
-        found = reset.run_and_end(batch)[plan]
-        text = found.get_value(0, 0) if found is not None and found.ntuples else None
-    return {"plan": json.loads(text) if text else []}
+    }
+    if start:
+        result["plan_start"] = start[: min(16 << 10, max_bytes // 4)]
+    return result
+
+
+def _answer_limit(max_bytes: int) -> int:
+    """Bytes one round trip of a call may receive: its rows, their envelope, the check, a message."""
+    return 2 * max_bytes + (1 << 20)
+
+
+def _parsed(deadline: Deadline, check: Callable[[float], guard.Statement]) -> guard.Statement:
+    """The guard's verdict, within the call's deadline: parsing is part of the call's time."""
+    try:
+        statement = check(deadline.remaining_ms() / 1000)
+    except guard.ParseTimeout:
+        deadline.expired = True
+        raise deadline.error() from None
+    deadline.remaining_ms()  # raises the timeout if parsing used up the call's time
+    return statement
 
 
 def _execute_extended(cur: psycopg.RawCursor[Any], sql: str, params: Sequence[Any]) -> None:

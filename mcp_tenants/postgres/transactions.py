@@ -20,9 +20,8 @@ from psycopg import pq
 
 from mcp_tenants.errors import InvalidInput, TenantUnreachable
 from mcp_tenants.postgres.deadline import Deadline
-from mcp_tenants.postgres.diagnostics import user_error
-from mcp_tenants.postgres.policy import FunctionPolicy
-from mcp_tenants.postgres.wire import Batch, Named, Params
+from mcp_tenants.postgres.diagnostics import MAX_ERROR_CHARS, answer_too_large, user_error
+from mcp_tenants.postgres.wire import AnswerTooLarge, Batch, Named, Params
 
 logger = logging.getLogger(__name__)
 
@@ -115,15 +114,14 @@ def transaction(
     lock_timeout_ms: int,
     sql: str = "",
     offset: int = 0,
-    policy: FunctionPolicy | None = None,
-    tool: str = "query",
+    max_chars: int = MAX_ERROR_CHARS,
 ) -> Iterator[Placement]:
     """The body sends BEGIN (``begin`` or ``begin_statements``); this ends the transaction.
 
     Committed only when ``commit`` and nothing failed, else rolled back. Errors become
-    ``TenantsError``s: the deadline's timeout, the function policy's refusal, PostgreSQL's own
-    message with positions placed in ``sql`` (``offset``: characters the tool put before it;
-    the body can move it through the ``Placement`` it gets).
+    ``TenantsError``s: the deadline's timeout, PostgreSQL's own
+    message (cut to ``max_chars``) with positions placed in ``sql`` (``offset``: characters the
+    tool put before it; the body can move it through the ``Placement`` it gets).
     """
     where = Placement(offset)
     try:
@@ -144,16 +142,20 @@ def transaction(
             _make_idle(conn)
             if restore_autocommit and not conn.closed:
                 conn.autocommit = False
+    except AnswerTooLarge as exc:
+        raise answer_too_large(exc) from None
     except psycopg.Error as exc:
-        if conn.broken or conn.closed:
-            raise TenantUnreachable(_LOST) from exc
         if deadline.expired:
             raise deadline.error() from exc
-        refusal = policy.refusal(exc.diag.message_primary or "", tool) if policy else None
-        if refusal is not None:
-            raise refusal from None
+        if conn.broken or conn.closed:
+            raise TenantUnreachable(_LOST) from exc
         raise user_error(
-            exc, sql=sql, offset=where.offset, statement_timeout_ms=deadline.timeout_ms, lock_timeout_ms=lock_timeout_ms
+            exc,
+            sql=sql,
+            offset=where.offset,
+            statement_timeout_ms=deadline.timeout_ms,
+            lock_timeout_ms=lock_timeout_ms,
+            max_chars=max_chars,
         ) from exc
 
 

@@ -218,12 +218,32 @@ def test_execute_accepts_writes_and_reports_returning() -> None:
 
 
 def test_policy_refusal_names_the_function_why_and_how_to_allow_it() -> None:
-    policy = FunctionPolicy.from_names(["public.my_volatile"])
-    message = 'invalid input syntax for type integer: "mcp-guard-refused\nf\tpg_terminate_backend(integer,bigint)\tv"'
-    refusal = policy.refusal(message, "query")
+    policy = FunctionPolicy.from_names(["public.my_volatile", "evil.f(integer,text)", "pg_catalog.lo_export"])
+    refusal = policy.refuse([("f", "pg_terminate_backend(integer,bigint)", "volatile", "internal")], "query")
     assert refusal is not None
     text = str(refusal)
     assert "pg_terminate_backend(integer,bigint) is VOLATILE" in text
     assert ALLOW_VARIABLE in text and "random" in text
     assert "public.my_volatile" in policy.allowed and "pg_catalog.pg_sleep" in policy.allowed
-    assert policy.refusal('invalid input syntax for type integer: "x"', "query") is None
+    assert policy.refuse([], "query") is None
+
+
+def test_the_allow_list_matches_postgres_own_functions_by_name_and_the_operators_by_signature() -> None:
+    policy = FunctionPolicy.from_names(["public.my_volatile", "evil.f(integer,text)", "pg_catalog.lo_export"])
+    assert "pg_sleep" in policy.builtin and "lo_export" in policy.builtin
+    assert policy.qualified == ("public.my_volatile",)
+    assert policy.signatures == ("evil.f(integer, text)",)  # as pg_catalog.oidvectortypes writes them
+    assert "pg_stat_statements.pg_stat_statements" in policy.extensions
+
+
+def test_refusals_say_why_for_every_reason() -> None:
+    policy = FunctionPolicy.from_names()
+    found = [
+        ("f", "public.row_count(text)", "language", "plperl"),
+        ("f", "query_to_xml(text,boolean,boolean,text)", "denied", "internal"),
+        ("r", "pg_authid", "credentials", ""),
+        ("r", "public.remote", "foreign", ""),
+    ]
+    text = str(policy.refuse(found, "query"))
+    assert "written in plperl" in text and "runs SQL given as text" in text
+    assert "pg_authid is not allowed: it holds credentials" in text and "public.remote is a foreign table" in text

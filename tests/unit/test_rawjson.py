@@ -35,3 +35,9 @@ def test_a_value_that_looks_like_a_placeholder_is_left_alone():
     rows = RawJson("[1]")
     other = rows._placeholder.replace("rawjson", "rawjsom")
     assert json.loads(dumps({"rows": rows, "note": other})) == {"rows": [1], "note": other}
+
+
+def test_raw_json_compares_by_the_value_it_stands_for() -> None:
+    assert RawJson("[[1, 2]]") == [[1, 2]]
+    assert RawJson("[[1,2]]") != [[1, 3]]
+    assert RawJson("[1]") == RawJson("[1]")
