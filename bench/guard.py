@@ -15,11 +15,11 @@ from collections.abc import Callable
 import psycopg
 
 from bench.harness import Report, Services, median, ms
-from mcp_tenants.config import Settings
 from mcp_tenants.postgres import guard as pg_guard
 from mcp_tenants.postgres import tools
 from mcp_tenants.postgres.policy import FunctionPolicy
 from mcp_tenants.postgres.tenant import PostgresBackend, PostgresTenant
+from mcp_tenants.settings import Settings
 
 STATEMENTS = {
     "SELECT 1": "SELECT 1",
