@@ -167,7 +167,8 @@ def _fetch_rows(
     """Rows of the wrapped statement: in one round trip with ROLLBACK and the reset, or, for
     more than ``_ONE_SHOT_ROWS``, through a cursor in batches. Marks the connection clean when
     the reset went through. ``answer_limit``: bytes each round trip may receive."""
-    batch = Batch(conn, limit=answer_limit)
+    # The wrapper bounds every row (rowjson): the budget looks for errors and notices only.
+    batch = Batch(conn, limit=answer_limit, bounded_rows=True)
     if limit <= _ONE_SHOT_ROWS:
         rows = batch.query(wrapped, bound)
         return rowjson.collect(reset.run_and_end(batch)[rows], 0)
@@ -184,8 +185,8 @@ def _fetch_rows(
         if full or len(got) < _BATCH_ROWS or len(texts) >= limit:
             break
         deadline.remaining_ms()
-        batch = Batch(conn, limit=answer_limit)
-    reset.run_and_end(Batch(conn, limit=answer_limit))
+        batch = Batch(conn, limit=answer_limit, bounded_rows=True)
+    reset.run_and_end(Batch(conn, limit=answer_limit, bounded_rows=True))
     return texts, cut, full
 
 

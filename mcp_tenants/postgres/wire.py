@@ -61,8 +61,16 @@ _PIPELINE_SYNC = pq.ExecStatus.PIPELINE_SYNC
 
 #: Budget of a round trip that does not name one: catalog reads, the reset.
 DEFAULT_LIMIT = 8 << 20
+#: Bytes looked at before each read: more than libpq reads at once with its usual buffer, so the
+#: header of the next message is seen before libpq takes it; looking at everything waiting each
+#: time would scan a large answer again and again (quadratic).
+_PEEK_WINDOW = 256 << 10
 # A message header: its type, then its length (4 bytes, big-endian, counting itself) below 1 GB.
 _HEADER = re.compile(rb"[DEN][\x00-\x3f]")
+# The same for errors and notices only: rows already bounded by the statement (``rowjson``'s
+# wrapper cuts every value) need no look, and a scan that stops at every row header costs more
+# than the rows themselves.
+_HEADER_NO_ROWS = re.compile(rb"[EN][\x00-\x3f]")
 _KINDS = {ord("E"): "error", ord("N"): "notice", ord("D"): "row"}
 _SEVERITY = re.compile(rb"S[^\x00]{1,32}\x00[VCM]")
 
@@ -81,10 +89,16 @@ class AnswerTooLarge(Exception):
 class _Budget:
     """Looks at the bytes waiting on the socket before each read (see the module docstring)."""
 
-    def __init__(self, fd: int, limit: int) -> None:
+    def __init__(self, fd: int, limit: int, *, rows: bool = True) -> None:
         self.fd = fd
         self.limit = limit
         self.received = 0
+        self._header = _HEADER if rows else _HEADER_NO_ROWS
+        # The running count adds the bytes waiting before each read; when libpq leaves some
+        # unread they are counted again, so it only ever overestimates. Rows bounded by the
+        # statement need no count (their total is bounded too), and there the overestimate
+        # would stop a legitimate answer.
+        self._count = rows
 
     def before_read(self) -> None:
         waiting = struct.unpack("i", fcntl.ioctl(self.fd, termios.FIONREAD, b"\0\0\0\0"))[0]
@@ -93,7 +107,7 @@ class _Budget:
         # A socket object over libpq's own descriptor, detached after the peek (never closed).
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, self.fd)
         try:
-            chunk = sock.recv(min(waiting, self.limit), socket.MSG_PEEK)
+            chunk = sock.recv(min(waiting, self.limit, _PEEK_WINDOW), socket.MSG_PEEK)
         except OSError:
             chunk = b""
         finally:
@@ -101,13 +115,14 @@ class _Budget:
         found = self._large_message(chunk)
         if found is not None:
             raise found
-        self.received += waiting
-        if self.received > self.limit:
-            raise AnswerTooLarge(self.limit)
+        if self._count:
+            self.received += waiting
+            if self.received > self.limit:
+                raise AnswerTooLarge(self.limit)
 
     def _large_message(self, chunk: bytes) -> AnswerTooLarge | None:
         """A header in ``chunk`` of an error, notice or row longer than half the budget."""
-        for found in _HEADER.finditer(chunk):
+        for found in self._header.finditer(chunk):
             at = found.start()
             length = int.from_bytes(chunk[at + 1 : at + 5], "big")
             if length <= self.limit // 2:
@@ -210,9 +225,12 @@ class Batch:
     ``run``'s list (a sync's "result" is None).
     """
 
-    def __init__(self, conn: Connection, *, limit: int = DEFAULT_LIMIT) -> None:
+    def __init__(self, conn: Connection, *, limit: int = DEFAULT_LIMIT, bounded_rows: bool = False) -> None:
         self.conn = conn
         self.limit = limit  # bytes the answer may have (see the module docstring)
+        #: True when the statements' rows are bounded already (``rowjson``): only errors and
+        #: notices are looked for before each read.
+        self.bounded_rows = bounded_rows
         self._items: list[tuple[str, tuple[Any, ...]]] = []
         self._preparing: set[str] = set()  # named statements this batch prepares
 
@@ -258,7 +276,7 @@ class Batch:
             if conn.closed:
                 raise psycopg.OperationalError("the connection is closed")
             pgconn.enter_pipeline_mode()
-            budget = _Budget(pgconn.socket, self.limit)
+            budget = _Budget(pgconn.socket, self.limit, rows=not self.bounded_rows)
             try:
                 for kind, args in self._items:
                     _SEND[kind](pgconn, *args)
