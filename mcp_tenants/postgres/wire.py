@@ -16,27 +16,15 @@ level once per connection and then only bound and executed. SQL cannot create a 
 statement (``PREPARE`` marks its statements ``from_sql``), which is how the reset tells ours
 from a caller's (``reset``).
 
-Every round trip has a byte budget (``Batch(limit=...)``). libpq keeps a whole protocol message
-in memory, three times over, before anyone can look at it, and PostgreSQL quotes whole values in
-its messages (``invalid input syntax for type integer: "xxx..."``, 200 MB) and prints folded
-constants in plans. So before libpq reads from the socket, the bytes waiting there are looked at
-(``MSG_PEEK``): a message longer than half the budget (an error, a notice or a row) is found by
-its header, and the round trip is abandoned before libpq reads it, its connection closed, and
-``AnswerTooLarge`` says what was coming, with the message's start. The bytes are also counted,
-and a round trip whose answer passes its budget in smaller messages ends the same way. What this
-cannot see: bytes that arrive while libpq is already reading a long answer (it then reads on
-until the socket is empty), and anything through TLS; there the cap on what is copied and
-returned (``diagnostics``) still holds, not the bound on libpq's own buffers.
+Every round trip has a byte budget (``Batch(limit=...)``): before each read of the socket,
+``budget.Budget`` counts what arrived and looks at the headers of the messages libpq would read
+next, so that an answer or a single message too large for the budget ends the round trip (its
+connection closed) before libpq holds it, with ``AnswerTooLarge`` saying what was coming.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import re
-import socket
-import struct
-import termios
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -47,6 +35,8 @@ from psycopg import errors, pq
 from psycopg.abc import Buffer, PQGen
 from psycopg.adapt import PyFormat, Transformer
 from psycopg.waiting import Ready, Wait
+
+from mcp_tenants.postgres.budget import AnswerTooLarge, Budget
 
 logger = logging.getLogger(__name__)
 
@@ -61,98 +51,6 @@ _PIPELINE_SYNC = pq.ExecStatus.PIPELINE_SYNC
 
 #: Budget of a round trip that does not name one: catalog reads, the reset.
 DEFAULT_LIMIT = 8 << 20
-#: Bytes looked at before each read: more than libpq reads at once with its usual buffer, so the
-#: header of the next message is seen before libpq takes it; looking at everything waiting each
-#: time would scan a large answer again and again (quadratic).
-_PEEK_WINDOW = 256 << 10
-# A message header: its type, then its length (4 bytes, big-endian, counting itself) below 1 GB.
-_HEADER = re.compile(rb"[DEN][\x00-\x3f]")
-# The same for errors and notices only: rows already bounded by the statement (``rowjson``'s
-# wrapper cuts every value) need no look, and a scan that stops at every row header costs more
-# than the rows themselves.
-_HEADER_NO_ROWS = re.compile(rb"[EN][\x00-\x3f]")
-_KINDS = {ord("E"): "error", ord("N"): "notice", ord("D"): "row"}
-_SEVERITY = re.compile(rb"S[^\x00]{1,32}\x00[VCM]")
-
-
-class AnswerTooLarge(Exception):
-    """PostgreSQL's answer to a round trip was larger than its budget; the connection was closed."""
-
-    def __init__(self, limit: int, kind: str | None = None, length: int = 0, fields: dict[str, str] | None = None):
-        self.limit = limit
-        self.kind = kind  # "error", "notice" or "row" when the large message was seen, else None
-        self.length = length  # bytes of that message
-        self.fields = fields or {}  # of an error or notice: "M" message, "C" code, ... (cut); of a row: "text"
-        super().__init__(f"PostgreSQL's answer passed the {limit}-byte budget of the round trip")
-
-
-class _Budget:
-    """Looks at the bytes waiting on the socket before each read (see the module docstring)."""
-
-    def __init__(self, fd: int, limit: int, *, rows: bool = True) -> None:
-        self.fd = fd
-        self.limit = limit
-        self.received = 0
-        self._header = _HEADER if rows else _HEADER_NO_ROWS
-        # The running count adds the bytes waiting before each read; when libpq leaves some
-        # unread they are counted again, so it only ever overestimates. Rows bounded by the
-        # statement need no count (their total is bounded too), and there the overestimate
-        # would stop a legitimate answer.
-        self._count = rows
-
-    def before_read(self) -> None:
-        waiting = struct.unpack("i", fcntl.ioctl(self.fd, termios.FIONREAD, b"\0\0\0\0"))[0]
-        if waiting <= 0:
-            return
-        # A socket object over libpq's own descriptor, detached after the peek (never closed).
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, self.fd)
-        try:
-            chunk = sock.recv(min(waiting, self.limit, _PEEK_WINDOW), socket.MSG_PEEK)
-        except OSError:
-            chunk = b""
-        finally:
-            sock.detach()
-        found = self._large_message(chunk)
-        if found is not None:
-            raise found
-        if self._count:
-            self.received += waiting
-            if self.received > self.limit:
-                raise AnswerTooLarge(self.limit)
-
-    def _large_message(self, chunk: bytes) -> AnswerTooLarge | None:
-        """A header in ``chunk`` of an error, notice or row longer than half the budget."""
-        for found in self._header.finditer(chunk):
-            at = found.start()
-            length = int.from_bytes(chunk[at + 1 : at + 5], "big")
-            if length <= self.limit // 2:
-                continue
-            body = chunk[at + 5 :]
-            kind = _KINDS[chunk[at]]
-            if kind == "row":
-                # One column (2 bytes), its length (4 bytes: all of the message but 10), its text.
-                if body[:2] == b"\x00\x01" and int.from_bytes(body[2:6], "big") == length - 10:
-                    return AnswerTooLarge(self.limit, kind, length, {"text": _text(body[6:])})
-            elif _SEVERITY.match(body):  # every error and notice starts with its severity
-                return AnswerTooLarge(self.limit, kind, length, _fields(body))
-        return None
-
-
-def _text(data: bytes) -> str:
-    return data.decode("utf-8", "ignore")
-
-
-def _fields(body: bytes) -> dict[str, str]:
-    """The fields of an ErrorResponse or NoticeResponse body (code byte, text, NUL), the last one cut."""
-    fields: dict[str, str] = {}
-    at = 0
-    while at < len(body) and body[at] != 0:
-        end = body.find(b"\0", at + 1)
-        fields[chr(body[at])] = _text(body[at + 1 : end if end >= 0 else len(body)])
-        if end < 0:
-            break
-        at = end + 1
-    return fields
 
 
 class Params:
@@ -276,7 +174,7 @@ class Batch:
             if conn.closed:
                 raise psycopg.OperationalError("the connection is closed")
             pgconn.enter_pipeline_mode()
-            budget = _Budget(pgconn.socket, self.limit, rows=not self.bounded_rows)
+            budget = Budget(pgconn.socket, self.limit, rows=not self.bounded_rows)
             try:
                 for kind, args in self._items:
                     _SEND[kind](pgconn, *args)
@@ -337,7 +235,7 @@ _SEND: dict[str, Callable[..., None]] = {
 }
 
 
-def _communicate(pgconn: Any, syncs: list[bool], budget: _Budget) -> PQGen[list[Result | None]]:
+def _communicate(pgconn: Any, syncs: list[bool], budget: Budget) -> PQGen[list[Result | None]]:
     """Flush what was queued, then read one result per statement and per sync.
 
     psycopg's own generators, with the budget counted before every read of the socket."""
@@ -354,7 +252,7 @@ def _communicate(pgconn: Any, syncs: list[bool], budget: _Budget) -> PQGen[list[
     return results
 
 
-def _fetch_many(pgconn: Any, budget: _Budget) -> PQGen[list[Result]]:
+def _fetch_many(pgconn: Any, budget: Budget) -> PQGen[list[Result]]:
     results: list[Result] = []
     while True:
         try:
@@ -373,7 +271,7 @@ def _fetch_many(pgconn: Any, budget: _Budget) -> PQGen[list[Result]]:
     return results
 
 
-def _fetch(pgconn: Any, budget: _Budget) -> PQGen[Result | None]:
+def _fetch(pgconn: Any, budget: Budget) -> PQGen[Result | None]:
     if pgconn.is_busy():
         while not (yield Wait.R):
             continue
