@@ -51,6 +51,8 @@ _DELETE = None
 _RAW = {NEVER_DECODE: True}
 #: Longest a read waits for the change watcher to find its place in the change log (see ``_read``).
 _POSITION_WAIT = 10.0
+#: How long a write waits for a replica to confirm it (under Sentinel).
+_REPLICA_WAIT_MS = 1000
 
 
 def _text(value: bytes | str) -> str:
@@ -216,22 +218,45 @@ class TenantStore(Generic[C]):
     def _send(self, tenant_id: str, entry: Entry) -> None:
         """One write to Redis with its change-log entry (one MULTI), then its announcement.
 
-        Raises redis-py's errors as they are (without the pipeline's note, which quotes the value).
+        Under Sentinel a write counts only once a replica has it too (``WAIT``): the master may
+        be replaced at any moment, and what only it held is then gone. Raises redis-py's errors
+        as they are (without the pipeline's note, which quotes the value).
         """
         key = self.key(tenant_id)
+        replicated = self.settings.sentinel_master is not None
         with self._client.pipeline(transaction=True) as pipe:
             if entry is _DELETE:
                 pipe.delete(key)
             else:
                 pipe.set(key, json.dumps(entry))
             self.changes.append(pipe, tenant_id, self._origin)
+            if replicated:
+                pipe.execute_command("ROLE")
             try:
-                written, logged = pipe.execute(raise_on_error=False)
+                answers = pipe.execute(raise_on_error=False)
             except redis.RedisError as exc:  # nothing was written (EXECABORT, or no answer)
                 raise without_pipeline_note(exc) from None
+        written, logged = answers[0], answers[1]
         if isinstance(written, redis.RedisError):
             raise without_pipeline_note(written)
+        if replicated:
+            self._await_replica(answers[2])
         self._announce(tenant_id, self.changes.appended(tenant_id, logged))
+
+    def _await_replica(self, role: Any) -> None:
+        """Wait until a replica of the master has the write, when the master has replicas.
+
+        A write no replica confirms in time raises an outage: it is queued and sent again (the
+        same value, so sending twice is harmless) until one does, or until a new master has it.
+        """
+        replicas = role[2] if isinstance(role, list) and len(role) > 2 else []
+        if not replicas:
+            return  # a master alone: there is nothing to wait for
+        acknowledged = self._client.execute_command("WAIT", 1, _REPLICA_WAIT_MS)
+        if int(acknowledged) < 1:
+            raise redis.exceptions.ConnectionError(
+                f"no replica confirmed the write within {_REPLICA_WAIT_MS} ms (a failover would lose it)"
+            )
 
     def _read(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run one reading Redis call: fail fast while Redis is unreachable; errors become ours.

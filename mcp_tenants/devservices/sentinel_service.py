@@ -162,13 +162,13 @@ class SentinelService:
                 self.sentinels.append(SentinelProcess(port, self.master_name, (master.host, master.port), quorum, auth))
             for sentinel in self.sentinels:
                 sentinel.start(self.down_after_ms, self.failover_timeout_ms)
-            wait_until(self._ready, 30, "sentinels watching master and replica", self.sentinels[0].log)
+            wait_until(self.ready, 30, "sentinels watching master and replica", self.sentinels[0].log)
         except BaseException:
             self.stop()
             raise
         logger.info("sentinel set-up ready (%s) in %.2f s", self.addresses, time.monotonic() - began)
 
-    def _ready(self) -> bool:
+    def ready(self) -> bool:
         """Each sentinel knows the replica (and, with several, the other sentinels)."""
         import redis
 
@@ -186,9 +186,20 @@ class SentinelService:
                 known = {(r["ip"], int(r["port"])) for r in replicas if not r["is_sdown"] and r["info-refresh"] < 5000}
                 if not known:
                     return False
-            return any(self._in_sync(node) for node in self.nodes if (node.host, node.port) in known)
+            in_sync = any(self._in_sync(node) for node in self.nodes if (node.host, node.port) in known)
+            return in_sync and self._replicated()
         except (redis.RedisError, KeyError, ValueError):
             return False
+
+    def _replicated(self) -> bool:
+        """The master itself streams to a replica that has caught up (a replica the sentinels
+        have just reconfigured reconnects and resyncs first)."""
+        client = self.master_client(decode_responses=True)
+        try:
+            role = client.execute_command("ROLE")
+        finally:
+            client.close()
+        return role[0] == "master" and any(int(offset) >= int(role[1]) for _, _, offset in role[2])
 
     @staticmethod
     def _in_sync(node: RedisService) -> bool:
@@ -253,7 +264,7 @@ class SentinelService:
                     client.execute_command("REPLICAOF", host, str(port))
                 finally:
                     client.close()
-        wait_until(self._ready, 30, "sentinels seeing a replica in sync", self.sentinels[0].log)
+        wait_until(self.ready, 30, "sentinels seeing a replica in sync", self.sentinels[0].log)
 
     def wait_for_new_master(self, old: tuple[str, int], timeout: float = 30) -> tuple[str, int]:
         """Wait until the sentinels name a master other than ``old``; return it."""

@@ -99,6 +99,9 @@ def assert_all_on_master(service: SentinelService, store: TenantStore[PostgresTe
 
 @pytest.mark.parametrize("how", ["sentinel-failover", "kill-master"])
 def test_writes_during_a_failover_all_land_on_the_new_master(sentinel: SentinelService, how: str) -> None:
+    # A write counts once a replica confirms it (WAIT); a master streaming to no replica can only
+    # be as durable as itself, so the replacement starts from a replica in sync.
+    wait_until(sentinel.ready, 30, "a replica in sync", "")
     store = open_store(sentinel, dead_first=True)
     seen: list[str | None] = []
     store.watch(seen.append)
