@@ -10,18 +10,17 @@ tenant connection records notices, so "it never ran" is checked, not assumed.
 from __future__ import annotations
 
 import resource
-import secrets
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from mcp_tenants.errors import AccessDenied, QueryError
 from mcp_tenants.postgres import tools
 from mcp_tenants.postgres.policy import FunctionPolicy
 from mcp_tenants.rawjson import decoded
+from tests.pgdb import owned_database
 
 TIMEOUT_MS = 5_000
 
@@ -59,21 +58,8 @@ CREATE INDEX brin_t_i ON brin_t USING brin (i) WITH (pages_per_range = 1, autosu
 @pytest.fixture(scope="module")
 def tenant(postgres_service: Any) -> Iterator[dict[str, Any]]:
     """A database owned by a fresh role whose search_path includes schema evil."""
-    suffix = secrets.token_hex(6)
-    role, name, password = f"ro_{suffix}", f"ro_{suffix}", secrets.token_urlsafe(16)
-    postgres_service.execute(
-        sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(password))
-    )
-    postgres_service.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(role)))
-    info = {**postgres_service.conninfo(), "dbname": name, "user": role, "password": password}
-    with psycopg.connect(**info, autocommit=True) as conn:
-        conn.execute(SCHEMA)
-        conn.execute(sql.SQL("ALTER ROLE {} SET search_path = public, evil").format(sql.Identifier(role)))
-    try:
+    with owned_database(postgres_service, "ro", setup=SCHEMA, role_settings={"search_path": "public, evil"}) as info:
         yield info
-    finally:
-        postgres_service.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        postgres_service.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import resource
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +29,7 @@ from psycopg import sql
 from mcp_tenants.errors import AccessDenied, InvalidInput, QueryError
 from mcp_tenants.postgres import guard, tools
 from tests.integration.server_pool import server_pool
+from tests.pgdb import owned_database
 
 TIMEOUT_MS = 5_000
 MAX_BYTES = 1 << 20  # MCP_RESULT_MAX_BYTES' default
@@ -112,32 +112,6 @@ class Tenant:
         return "canary" in self.notices
 
 
-def _database(
-    postgres_service: Any, *, superuser: bool = False, encoding: str | None = None, setup: str = ""
-) -> dict[str, Any]:
-    suffix = secrets.token_hex(5)
-    role, name, password = f"rt_{suffix}", f"rt_{suffix}", secrets.token_urlsafe(16)
-    postgres_service.execute(
-        sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}" + (" SUPERUSER" if superuser else "")).format(
-            sql.Identifier(role), sql.Literal(password)
-        )
-    )
-    create = sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(role))
-    if encoding:
-        create += sql.SQL(" ENCODING {} LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0").format(sql.Literal(encoding))
-    postgres_service.execute(create)
-    info = {**postgres_service.conninfo(), "dbname": name, "user": role, "password": password}
-    if setup:
-        with psycopg.connect(**info, autocommit=True, client_encoding="UTF8") as conn:
-            conn.execute(setup)
-    return info
-
-
-def _drop(postgres_service: Any, info: dict[str, Any]) -> None:
-    postgres_service.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(info["dbname"])))
-    postgres_service.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(info["user"])))
-
-
 def _has_extension(postgres_service: Any, name: str) -> bool:
     return bool(postgres_service.execute("SELECT 1 FROM pg_available_extensions WHERE name = %s", [name]))
 
@@ -146,40 +120,39 @@ def _has_extension(postgres_service: Any, name: str) -> bool:
 def hostile(postgres_service: Any) -> Iterator[Tenant]:
     """A database owned by a plain role, full of the owner's objects (HOSTILE), with a
     postgres_fdw server that loops back to the same database."""
-    info = _database(postgres_service, setup=HOSTILE)
-    if _has_extension(postgres_service, "postgres_fdw"):
-        su = {**postgres_service.conninfo(), "dbname": info["dbname"]}
-        with psycopg.connect(**su, autocommit=True) as conn:
-            conn.execute("CREATE EXTENSION postgres_fdw")
-            conn.execute(
-                sql.SQL(
-                    "CREATE SERVER loopback FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host {}, port {}, dbname {})"
-                ).format(
-                    sql.Literal(postgres_service.host),
-                    sql.Literal(str(postgres_service.port)),
-                    sql.Literal(info["dbname"]),
+    with owned_database(postgres_service, "rt", setup=HOSTILE) as info:
+        if _has_extension(postgres_service, "postgres_fdw"):
+            su = {**postgres_service.conninfo(), "dbname": info["dbname"]}
+            with psycopg.connect(**su, autocommit=True) as conn:
+                conn.execute("CREATE EXTENSION postgres_fdw")
+                conn.execute(
+                    sql.SQL(
+                        "CREATE SERVER loopback FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host {}, port {}, dbname {})"
+                    ).format(
+                        sql.Literal(postgres_service.host),
+                        sql.Literal(str(postgres_service.port)),
+                        sql.Literal(info["dbname"]),
+                    )
                 )
-            )
-            conn.execute(sql.SQL("GRANT USAGE ON FOREIGN SERVER loopback TO {}").format(sql.Identifier(info["user"])))
-            conn.execute(
-                sql.SQL("CREATE USER MAPPING FOR {} SERVER loopback OPTIONS (user {}, password {})").format(
-                    sql.Identifier(info["user"]), sql.Literal(info["user"]), sql.Literal(info["password"])
+                conn.execute(
+                    sql.SQL("GRANT USAGE ON FOREIGN SERVER loopback TO {}").format(sql.Identifier(info["user"]))
                 )
-            )
-        with psycopg.connect(**info, autocommit=True) as conn:
-            conn.execute(
-                "CREATE FOREIGN TABLE public.remote_ticket (n bigint) SERVER loopback"
-                " OPTIONS (schema_name 'public', table_name 'next_ticket')"
-            )
-            conn.execute(
-                "CREATE FOREIGN TABLE public.remote_codes (code text, n int) SERVER loopback"
-                " OPTIONS (schema_name 'public', table_name 'codes')"
-            )
-    try:
+                conn.execute(
+                    sql.SQL("CREATE USER MAPPING FOR {} SERVER loopback OPTIONS (user {}, password {})").format(
+                        sql.Identifier(info["user"]), sql.Literal(info["user"]), sql.Literal(info["password"])
+                    )
+                )
+            with psycopg.connect(**info, autocommit=True) as conn:
+                conn.execute(
+                    "CREATE FOREIGN TABLE public.remote_ticket (n bigint) SERVER loopback"
+                    " OPTIONS (schema_name 'public', table_name 'next_ticket')"
+                )
+                conn.execute(
+                    "CREATE FOREIGN TABLE public.remote_codes (code text, n int) SERVER loopback"
+                    " OPTIONS (schema_name 'public', table_name 'codes')"
+                )
         with server_pool(info, "redteam") as pool:
             yield Tenant(info, pool)
-    finally:
-        _drop(postgres_service, info)
 
 
 @pytest.fixture
@@ -216,22 +189,20 @@ def test_in_subquery_equality_is_checked_by_explain_analyze(tenant: Tenant) -> N
 @pytest.fixture(scope="module")
 def shadowed(postgres_service: Any) -> Iterator[Tenant]:
     """The owner put public before pg_catalog in the role's search_path, and defined int = int."""
-    info = _database(
+    with owned_database(
         postgres_service,
+        "rt",
         setup="""
         CREATE FUNCTION public.int_eq(int, int) RETURNS bool VOLATILE LANGUAGE plpgsql
             AS $$BEGIN RAISE NOTICE 'canary'; RETURN $1 OPERATOR(pg_catalog.=) $2; END$$;
         CREATE OPERATOR public.= (LEFTARG = int, RIGHTARG = int, FUNCTION = public.int_eq);
         """,
-    )
-    postgres_service.execute(
-        sql.SQL("ALTER ROLE {} SET search_path = public, pg_catalog").format(sql.Identifier(info["user"]))
-    )
-    try:
+    ) as info:
+        postgres_service.execute(
+            sql.SQL("ALTER ROLE {} SET search_path = public, pg_catalog").format(sql.Identifier(info["user"]))
+        )
         with server_pool(info, "shadowed") as pool:
             yield Tenant(info, pool)
-    finally:
-        _drop(postgres_service, info)
 
 
 def test_a_statement_that_names_nothing_still_gets_its_implicit_operator_checked(shadowed: Tenant) -> None:
@@ -244,22 +215,22 @@ def test_a_statement_that_names_nothing_still_gets_its_implicit_operator_checked
 @pytest.fixture(scope="module")
 def latin1(postgres_service: Any) -> Iterator[Tenant]:
     """A LATIN1 database (legacy, still common): 'é' is one byte to the server, two to the guard."""
-    info = _database(
-        postgres_service,
-        encoding="LATIN1",
-        setup=f"""
+    with (
+        owned_database(
+            postgres_service,
+            "rt",
+            encoding="LATIN1",
+            setup=f"""
         CREATE FUNCTION public.canary() RETURNS int VOLATILE LANGUAGE plpgsql
             AS $$BEGIN RAISE NOTICE 'canary'; RETURN 1; END$$;
         CREATE FUNCTION public."{LONG_FUNCTION}"() RETURNS int VOLATILE LANGUAGE plpgsql
             AS $$BEGIN RAISE NOTICE 'canary'; RETURN 1; END$$;
         CREATE VIEW public."{LONG_VIEW}" AS SELECT public.canary() AS c;
         """,
-    )
-    try:
-        with server_pool(info, "latin1") as pool:
-            yield Tenant(info, pool)
-    finally:
-        _drop(postgres_service, info)
+        ) as info,
+        server_pool(info, "latin1") as pool,
+    ):
+        yield Tenant(info, pool)
 
 
 def test_long_non_ascii_function_names_in_a_latin1_database(latin1: Tenant) -> None:
@@ -407,10 +378,12 @@ def test_the_guards_cost_is_bounded_for_nested_comments() -> None:
 
 @pytest.fixture(scope="module")
 def superuser_owned(postgres_service: Any) -> Iterator[Tenant]:
-    info = _database(
-        postgres_service,
-        superuser=True,
-        setup="""
+    with (
+        owned_database(
+            postgres_service,
+            "rt",
+            superuser=True,
+            setup="""
         CREATE SCHEMA evil;
         -- a default btree operator class so that json can be sorted and made DISTINCT
         CREATE FUNCTION evil.json_cmp(json, json) RETURNS int VOLATILE LANGUAGE plpgsql
@@ -436,12 +409,10 @@ def superuser_owned(postgres_service: Any) -> Iterator[Tenant]:
         CREATE FUNCTION pg_catalog.pg_sleep(text) RETURNS void VOLATILE LANGUAGE plpgsql
             AS $$BEGIN RAISE NOTICE 'canary'; END$$;
         """,
-    )
-    try:
-        with server_pool(info, "superuser") as pool:
-            yield Tenant(info, pool)
-    finally:
-        _drop(postgres_service, info)
+        ) as info,
+        server_pool(info, "superuser") as pool,
+    ):
+        yield Tenant(info, pool)
 
 
 @pytest.mark.parametrize(
@@ -495,15 +466,12 @@ def test_rows_under_an_insert_only_volatile_policy_can_be_read(tenant: Tenant) -
 def with_extensions(postgres_service: Any) -> Iterator[Tenant]:
     if not all(_has_extension(postgres_service, e) for e in ("pgcrypto", "pg_stat_statements")):
         pytest.skip("pgcrypto or pg_stat_statements is not installed")
-    info = _database(postgres_service)
-    su = {**postgres_service.conninfo(), "dbname": info["dbname"]}
-    with psycopg.connect(**su, autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION pgcrypto; CREATE EXTENSION pg_stat_statements")
-    try:
+    with owned_database(postgres_service, "rt") as info:
+        su = {**postgres_service.conninfo(), "dbname": info["dbname"]}
+        with psycopg.connect(**su, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION pgcrypto; CREATE EXTENSION pg_stat_statements")
         with server_pool(info, "extensions") as pool:
             yield Tenant(info, pool)
-    finally:
-        _drop(postgres_service, info)
 
 
 def test_gen_random_uuid_runs_where_pgcrypto_is_installed(with_extensions: Tenant) -> None:

@@ -19,6 +19,7 @@ from psycopg import sql
 from mcp_tenants.errors import AccessDenied
 from mcp_tenants.postgres import resolve, tools
 from mcp_tenants.rawjson import decoded
+from tests.pgdb import owned_database
 
 TIMEOUT_MS = 5_000
 
@@ -47,20 +48,8 @@ CREATE VIEW public.mapping_names AS SELECT foreign_server_name FROM information_
 @pytest.fixture(scope="module")
 def database(postgres_service: Any) -> Iterator[dict[str, Any]]:
     """A database owned by a plain role (the tenant), with SETUP."""
-    suffix = secrets.token_hex(5)
-    role, name, password = f"rs_{suffix}", f"rs_{suffix}", secrets.token_urlsafe(16)
-    postgres_service.execute(
-        sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(password))
-    )
-    postgres_service.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(role)))
-    info = {**postgres_service.conninfo(), "dbname": name, "user": role, "password": password}
-    with psycopg.connect(**info, autocommit=True) as conn:
-        conn.execute(SETUP)
-    try:
+    with owned_database(postgres_service, "rs", setup=SETUP) as info:
         yield info
-    finally:
-        postgres_service.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        postgres_service.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
 @pytest.fixture
