@@ -218,45 +218,51 @@ class TenantStore(Generic[C]):
     def _send(self, tenant_id: str, entry: Entry) -> None:
         """One write to Redis with its change-log entry (one MULTI), then its announcement.
 
-        Under Sentinel a write counts only once a replica has it too (``WAIT``): the master may
+        Under Sentinel, when the master has replicas, a write counts only once one of them has
+        it too (``WAIT``, on the connection that wrote, in the same round trip): the master may
         be replaced at any moment, and what only it held is then gone. Raises redis-py's errors
         as they are (without the pipeline's note, which quotes the value).
         """
         key = self.key(tenant_id)
-        replicated = self.settings.sentinel_master is not None
-        with self._client.pipeline(transaction=True) as pipe:
+        confirm = self.settings.sentinel_master is not None and self._master_has_replicas()
+        # To confirm, MULTI and EXEC are sent by hand, so that WAIT follows on the same connection.
+        with self._client.pipeline(transaction=not confirm) as pipe:
+            if confirm:
+                pipe.execute_command("MULTI")
             if entry is _DELETE:
                 pipe.delete(key)
             else:
                 pipe.set(key, json.dumps(entry))
             self.changes.append(pipe, tenant_id, self._origin)
-            if replicated:
-                pipe.execute_command("ROLE")
+            if confirm:
+                pipe.execute_command("EXEC")
+                pipe.execute_command("WAIT", 1, _REPLICA_WAIT_MS)
             try:
                 answers = pipe.execute(raise_on_error=False)
             except redis.RedisError as exc:  # nothing was written (EXECABORT, or no answer)
                 raise without_pipeline_note(exc) from None
-        written, logged = answers[0], answers[1]
+        if confirm:
+            done, confirmed = answers[-2], answers[-1]
+            if isinstance(done, redis.RedisError):
+                raise without_pipeline_note(done)  # EXECABORT: nothing was written
+            written, logged = done
+        else:
+            written, logged = answers
         if isinstance(written, redis.RedisError):
             raise without_pipeline_note(written)
-        if replicated:
-            self._await_replica(answers[2])
-        self._announce(tenant_id, self.changes.appended(tenant_id, logged))
-
-    def _await_replica(self, role: Any) -> None:
-        """Wait until a replica of the master has the write, when the master has replicas.
-
-        A write no replica confirms in time raises an outage: it is queued and sent again (the
-        same value, so sending twice is harmless) until one does, or until a new master has it.
-        """
-        replicas = role[2] if isinstance(role, list) and len(role) > 2 else []
-        if not replicas:
-            return  # a master alone: there is nothing to wait for
-        acknowledged = self._client.execute_command("WAIT", 1, _REPLICA_WAIT_MS)
-        if int(acknowledged) < 1:
+        if confirm and (isinstance(confirmed, redis.RedisError) or int(confirmed) < 1):
+            # The write stands on the master; it is queued and sent again (the same value, so
+            # twice is harmless) until a replica confirms it or a new master has it.
             raise redis.exceptions.ConnectionError(
                 f"no replica confirmed the write within {_REPLICA_WAIT_MS} ms (a failover would lose it)"
             )
+        self._announce(tenant_id, self.changes.appended(tenant_id, logged))
+
+    def _master_has_replicas(self) -> bool:
+        """True when the master streams to at least one replica (``ROLE``); a master alone can
+        only be as durable as itself, and a WAIT there would only wait out its timeout."""
+        role = self._client.execute_command("ROLE")
+        return isinstance(role, list) and len(role) > 2 and bool(role[2])
 
     def _read(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run one reading Redis call: fail fast while Redis is unreachable; errors become ours.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import threading
@@ -124,6 +125,34 @@ def test_writes_during_a_failover_all_land_on_the_new_master(sentinel: SentinelS
     finally:
         store.close()
         other.close()
+        sentinel.settle()
+
+
+def test_a_write_no_replica_confirms_is_kept_until_one_does(sentinel: SentinelService) -> None:
+    # Replication is asynchronous: a write only the master holds is lost if a replica that lacks
+    # it is promoted. A replica that cannot answer (stopped, not gone) leaves the write queued,
+    # reported as not persisted, and it is written again once the replica confirms it.
+    wait_until(sentinel.ready, 30, "a replica in sync", "")
+    store = open_store(sentinel)
+    master = sentinel.master_address()
+    replica = next(node for node in sentinel.nodes if (node.host, node.port) != master)
+    pid = replica._pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        assert store.put(tenant("unconfirmed")) is False
+        assert "unconfirmed" in store.pending_ids()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    try:
+        wait_until(lambda: not store.pending_ids(), 20, "the queued write confirmed by the replica", "")
+        client = replica.client(decode_responses=True)
+        try:
+            assert client.exists(PREFIX + "unconfirmed")  # on the replica itself
+        finally:
+            client.close()
+    finally:
+        store.close()
         sentinel.settle()
 
 
