@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,6 +25,11 @@ LOOPBACK = "127.0.0.1"
 
 class ServiceUnavailable(Exception):
     """A local service could not be found, or did not start and answer in time."""
+
+
+def http_server_command(module: str, host: str, port: int, *args: str) -> list[str]:
+    """The command line of one of our servers (``python -m module``) on streamable HTTP."""
+    return [sys.executable, "-m", module, "--transport", "streamable-http", "--host", host, "--port", str(port), *args]
 
 
 def free_ports(count: int = 1) -> list[int]:

@@ -15,12 +15,19 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from typing import Any
 
-from mcp_tenants.devservices.base import LOOPBACK, ServiceUnavailable, free_ports, log_tail, stop_pid, wait_until
+from mcp_tenants.devservices.base import (
+    LOOPBACK,
+    ServiceUnavailable,
+    free_ports,
+    http_server_command,
+    log_tail,
+    stop_pid,
+    wait_until,
+)
 from mcp_tenants.devservices.haproxy_service import HAProxyService
 
 logger = logging.getLogger(__name__)
@@ -40,17 +47,7 @@ class Replica:
         self.log = log
         with open(log, "wb") as out:
             self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    module,
-                    "--transport",
-                    "streamable-http",
-                    "--host",
-                    LOOPBACK,
-                    "--port",
-                    str(port),
-                ],
+                http_server_command(module, LOOPBACK, port),
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -17,6 +16,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from mcp_tenants.devservices import free_ports
+from mcp_tenants.devservices.base import http_server_command
 from tests import audit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,18 +32,7 @@ class HttpServer:
         self.log = tempfile.NamedTemporaryFile("w+", prefix="mcp-http-", suffix=".log", delete=False)  # noqa: SIM115
         full_env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/root"), **env}
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                module,
-                "--transport",
-                "streamable-http",
-                "--host",
-                host,
-                "--port",
-                str(self.port),
-                *args,
-            ],
+            http_server_command(module, host, self.port, *args),
             env=full_env,
             cwd=ROOT,
             stdout=self.log,
