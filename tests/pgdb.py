@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -52,3 +52,22 @@ def owned_database(
     finally:
         postgres_service.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         postgres_service.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+@contextlib.contextmanager
+def querying(conn: psycopg.Connection[Any], timeout_ms: int) -> Iterator[tuple[Callable[..., Any], list[str]]]:
+    """``query`` on ``conn`` with small caps, as a read-only tenant runs it: yields the caller
+    (``call(text, params=None, **limits)``, the result decoded) and the notices PostgreSQL sent;
+    afterwards, the canary (a function that raises the notice "canary") must never have sung."""
+    from mcp_tenants.postgres import tools
+    from mcp_tenants.rawjson import decoded
+
+    notices: list[str] = []
+    conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
+
+    def call(text: str, params: list[Any] | None = None, **kwargs: Any) -> Any:
+        options: dict[str, Any] = {"max_rows": 100, "max_bytes": 1 << 20, "statement_timeout_ms": timeout_ms}
+        return decoded(tools.query(conn, text, params or [], **{**options, **kwargs}))
+
+    yield call, notices
+    assert "canary" not in notices

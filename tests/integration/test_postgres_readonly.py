@@ -20,7 +20,7 @@ from mcp_tenants.errors import AccessDenied, QueryError
 from mcp_tenants.postgres import tools
 from mcp_tenants.postgres.policy import FunctionPolicy
 from mcp_tenants.rawjson import decoded
-from tests.pgdb import owned_database
+from tests.pgdb import owned_database, querying
 
 TIMEOUT_MS = 5_000
 
@@ -71,15 +71,8 @@ def conn(tenant: dict[str, Any]) -> Iterator[psycopg.Connection[Any]]:
 @pytest.fixture
 def run(conn: psycopg.Connection[Any]) -> Iterator[Callable[..., dict[str, Any]]]:
     """query as a read-only tenant; afterwards, the canary must never have sung."""
-    notices: list[str] = []
-    conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
-
-    def call(text: str, **kwargs: Any) -> dict[str, Any]:
-        options: dict[str, Any] = {"max_rows": 100, "max_bytes": 1 << 20, "statement_timeout_ms": TIMEOUT_MS}
-        return decoded(tools.query(conn, text, [], **{**options, **kwargs}))
-
-    yield call
-    assert "canary" not in notices
+    with querying(conn, TIMEOUT_MS) as (call, _notices):
+        yield call
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from psycopg import sql
 from mcp_tenants.errors import AccessDenied
 from mcp_tenants.postgres import resolve, tools
 from mcp_tenants.rawjson import decoded
-from tests.pgdb import owned_database
+from tests.pgdb import owned_database, querying
 
 TIMEOUT_MS = 5_000
 
@@ -61,15 +61,8 @@ def conn(database: dict[str, Any]) -> Iterator[psycopg.Connection[Any]]:
 @pytest.fixture
 def run(conn: psycopg.Connection[Any]) -> Iterator[Callable[..., dict[str, Any]]]:
     """query on the tenant's connection; afterwards, the canary must never have sung."""
-    notices: list[str] = []
-    conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
-
-    def call(text: str, params: list[Any] | None = None, **kwargs: Any) -> dict[str, Any]:
-        options: dict[str, Any] = {"max_rows": 100, "max_bytes": 1 << 20, "statement_timeout_ms": TIMEOUT_MS}
-        return decoded(tools.query(conn, text, params or [], **{**options, **kwargs}))
-
-    yield call
-    assert "canary" not in notices
+    with querying(conn, TIMEOUT_MS) as (call, notices):
+        yield call
     assert not [n for n in notices if n.startswith("event trigger")], "an event trigger fired during a read"
 
 

@@ -36,6 +36,7 @@ def pair(request: pytest.FixtureRequest) -> Iterator[tuple[socket.socket, socket
         b = socket.create_connection(listener.getsockname())
         a, _ = listener.accept()
         listener.close()
+    b.settimeout(5)  # a budget that lets everything through fails the test instead of hanging it
     with a, b:
         yield a, b
 
@@ -104,6 +105,7 @@ def test_the_chain_sees_an_error_however_its_bytes_look() -> None:
     client = socket.create_connection(listener.getsockname())
     server, _ = listener.accept()
     listener.close()
+    client.settimeout(5)
     with server, client:
         budget = Budget(client.fileno(), 64 << 10, rows=False)
         lookalike = _row(b'["E\\u0000\\u0001\\u0000\\u0000S' + b"ERROR" * 10 + b'"]')
