@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -220,7 +221,20 @@ def serve(
         if not built:
             app.close()
     logger.info("%s stopped", prog)
+    if built:
+        _last_line_written()
     return EXIT_OK
+
+
+def _last_line_written() -> None:
+    """Nothing is logged after this: the process is about to end, and daemon threads may still
+    run (the Sentinel listeners, the deadline watcher). One of them writing a log line while the
+    interpreter shuts down holds stderr's lock when the interpreter flushes it, and Python then
+    aborts the process (SIGABRT, "could not acquire lock for <stderr> at interpreter shutdown")
+    instead of exiting with 0."""
+    logging.disable(logging.CRITICAL)
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.flush()
 
 
 def _http_entry(settings: Settings, redis_client: Any) -> tuple[Any, socket.socket]:

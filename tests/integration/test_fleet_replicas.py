@@ -195,7 +195,7 @@ def test_a_replica_stopped_with_sigterm_drains_and_no_call_fails(fleet: ReplicaF
         fleet.proxy.wait_states({"r1": "DOWN"})
         before = load.count()
         eventually(lambda: load.count() > before + 20, 30)
-    assert code == 0
+    assert code == 0, fleet.logs()[-6000:]
     assert load.errors == []
     assert "draining" in fleet.logs()
 
